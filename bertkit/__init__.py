@@ -1,0 +1,1 @@
+"""bertkit: BERT end to end on PyTorch."""

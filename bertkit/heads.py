@@ -1,0 +1,255 @@
+"""Task heads on top of the encoder, one class per Hugging Face `BertFor*` architecture.
+
+Each returns logits, and a loss when labels are given (positions labelled -100 are ignored), with the
+same loss definitions as Hugging Face so that numbers can be compared one to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertkit.model import ACTIVATIONS, BertConfig, BertModel, init_weights
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+@dataclass
+class PreTrainingOutput:
+    mlm_logits: torch.Tensor  # (batch, seq, vocab), or (masked tokens, vocab) when scoring masked positions only
+    nsp_logits: torch.Tensor | None  # (batch, 2); None without the NSP head
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+
+
+@dataclass
+class QAOutput:
+    start_logits: torch.Tensor  # (batch, seq)
+    end_logits: torch.Tensor  # (batch, seq)
+    loss: torch.Tensor | None = None
+
+
+class MLMHead(nn.Module):
+    """Dense + activation + LayerNorm, then a decoder tied to the word embeddings, plus a bias."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        # The decoder weight is passed in rather than stored, so the tie can never come undone.
+        return F.linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+class _HeadModel(nn.Module):
+    """Shared set-up: the encoder under `bert`, HF-style initialisation of the fresh head layers."""
+
+    add_pooler = True
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooler=self.add_pooler)
+
+    def _init_head(self) -> None:
+        for name, module in self.named_children():
+            if name != "bert":
+                module.apply(lambda m: init_weights(m, self.config.initializer_range))
+
+
+class BertForMaskedLM(_HeadModel):
+    add_pooler = False
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.mlm = MLMHead(config)
+        self._init_head()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Output:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        logits = self.mlm(hidden, self.bert.embeddings.word.weight)
+        return Output(logits, _cross_entropy(logits, labels) if labels is not None else None)
+
+
+class BertForPreTraining(_HeadModel):
+    """MLM + NSP, loss = MLM loss + NSP loss, as in the original BERT."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.mlm = MLMHead(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self._init_head()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        next_sentence_label: torch.Tensor | None = None,
+        masked_only: bool = False,
+    ) -> PreTrainingOutput:
+        """`masked_only` (needs `labels`) scores only the positions with a label: with 15% masking this
+        skips about 85% of the vocabulary projection, the largest matmul of a small BERT."""
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        hidden = out.last_hidden_state
+        if masked_only:
+            assert labels is not None, "masked_only needs labels"
+            selected = labels != IGNORE_INDEX
+            hidden, labels = hidden[selected], labels[selected]
+        mlm_logits = self.mlm(hidden, self.bert.embeddings.word.weight)
+        nsp_logits = self.nsp(out.pooler_output)
+        mlm_loss = _cross_entropy(mlm_logits, labels) if labels is not None else None
+        nsp_loss = _cross_entropy(nsp_logits, next_sentence_label) if next_sentence_label is not None else None
+        parts = [x for x in (mlm_loss, nsp_loss) if x is not None]
+        loss = sum(parts[1:], parts[0]) if parts else None
+        return PreTrainingOutput(mlm_logits, nsp_logits, loss, mlm_loss, nsp_loss)
+
+
+class BertForNextSentencePrediction(_HeadModel):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self._init_head()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Output:
+        logits = self.nsp(self.bert(input_ids, attention_mask, token_type_ids).pooler_output)
+        return Output(logits, _cross_entropy(logits, labels) if labels is not None else None)
+
+
+class BertForSequenceClassification(_HeadModel):
+    """Pooled [CLS] -> dropout -> linear. Single- or multi-label classification, or regression.
+
+    `config.problem_type` picks the loss, as in Hugging Face; when unset it is inferred from the labels:
+    one output is regression (MSE), integer labels are single-label (softmax cross-entropy), float label
+    vectors are multi-label (sigmoid, binary cross-entropy).
+    """
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self._init_head()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Output:
+        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
+        logits = self.classifier(self.dropout(pooled))
+        return Output(logits, self.loss(logits, labels) if labels is not None else None)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem = self.config.problem_type or self._infer_problem_type(labels)
+        if problem == "regression":
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float().reshape(logits.shape[0]))
+        if problem == "multi_label_classification":
+            return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        return _cross_entropy(logits, labels)
+
+    def _infer_problem_type(self, labels: torch.Tensor) -> str:
+        if self.config.num_labels == 1:
+            return "regression"
+        if labels.dtype in (torch.long, torch.int):
+            return "single_label_classification"
+        return "multi_label_classification"
+
+
+class BertForTokenClassification(_HeadModel):
+    """Every token's vector -> dropout -> linear: tagging such as NER."""
+
+    add_pooler = False
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self._init_head()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Output:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        logits = self.classifier(self.dropout(hidden))
+        return Output(logits, _cross_entropy(logits, labels) if labels is not None else None)
+
+
+class BertForQuestionAnswering(_HeadModel):
+    """Every token's vector -> 2 logits: where the answer span starts and where it ends."""
+
+    add_pooler = False
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self._init_head()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+    ) -> QAOutput:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        start_logits, end_logits = self.qa_outputs(hidden).unbind(dim=-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # As Hugging Face: positions outside the sequence are clamped to seq_len and then ignored.
+            seq = start_logits.shape[1]
+            starts, ends = start_positions.clamp(0, seq), end_positions.clamp(0, seq)
+            loss = (
+                F.cross_entropy(start_logits.float(), starts, ignore_index=seq)
+                + F.cross_entropy(end_logits.float(), ends, ignore_index=seq)
+            ) / 2
+        return QAOutput(start_logits, end_logits, loss)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "BertModel": BertModel,
+    "BertForPreTraining": BertForPreTraining,
+    "BertForMaskedLM": BertForMaskedLM,
+    "BertForNextSentencePrediction": BertForNextSentencePrediction,
+    "BertForSequenceClassification": BertForSequenceClassification,
+    "BertForTokenClassification": BertForTokenClassification,
+    "BertForQuestionAnswering": BertForQuestionAnswering,
+}

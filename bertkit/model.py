@@ -1,0 +1,316 @@
+"""The BERT encoder: config, embeddings, self-attention layers and pooler.
+
+Numerically the same network as Hugging Face's `BertModel` (post-LayerNorm, erf GELU), so published
+checkpoints load and give the same numbers. Parameter names are our own and shorter; `checkpoint.py`
+maps them to and from the Hugging Face names key by key. Query, key and value are one fused linear
+layer, which is one matmul instead of three.
+
+Two equivalent execution paths exist. The padded path is the reference. The unpadded path removes
+padding once after the embeddings, runs every linear layer on real tokens only, and pads again only
+around the attention product; tests check the two against each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertkit.errors import BertkitError
+
+# Google's BERT miniatures (github.com/google-research/bert): name -> (layers, hidden).
+# Heads are hidden/64 and the feed-forward block is 4 x hidden in every size.
+MODEL_SIZES: dict[str, tuple[int, int]] = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
+
+ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),  # exact, erf-based: what BERT was trained with
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+# config.json fields that BertConfig models; everything else in the file is kept verbatim in `extra`
+# so that a load/save round trip never drops information (task fields, sentence-transformers notes).
+_KNOWN_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+    "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id", "classifier_dropout",
+    "id2label", "label2id", "problem_type", "architectures",
+)
+
+
+@dataclass
+class BertConfig:
+    """BERT hyper-parameters under their Hugging Face `config.json` names."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    classifier_dropout: float | None = None
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    problem_type: str | None = None
+    architectures: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise BertkitError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise BertkitError(f"hidden_act {self.hidden_act!r} is not supported (use one of {sorted(ACTIVATIONS)})")
+        if self.id2label is not None:
+            self.id2label = {int(k): v for k, v in self.id2label.items()}
+            if self.label2id is None:
+                self.label2id = {v: k for k, v in self.id2label.items()}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label) if self.id2label else 2
+
+    @classmethod
+    def from_size(cls, size: str, vocab_size: int, **overrides: Any) -> BertConfig:
+        """A config for one of the named BERT miniature sizes."""
+        if size not in MODEL_SIZES:
+            raise BertkitError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
+        layers, hidden = MODEL_SIZES[size]
+        return cls(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=hidden // 64,
+            intermediate_size=4 * hidden,
+            **overrides,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BertConfig:
+        if data.get("model_type", "bert") != "bert":
+            raise BertkitError(f"model_type is {data.get('model_type')!r}; bertkit loads BERT models only")
+        if data.get("position_embedding_type", "absolute") != "absolute":
+            raise BertkitError(f"position_embedding_type {data['position_embedding_type']!r} is not supported")
+        known = {k: data[k] for k in _KNOWN_FIELDS if k in data}
+        extra = {k: v for k, v in data.items() if k not in _KNOWN_FIELDS and k != "model_type"}
+        try:
+            return cls(**known, extra=extra)
+        except TypeError as exc:  # a field of the wrong type, e.g. a string where a number belongs
+            raise BertkitError(f"config does not describe a BERT model: {exc}") from None
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> BertConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BertkitError(f"{path}: no such file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BertkitError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise BertkitError(f"{path}: expected a JSON object")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"model_type": "bert", **self.extra}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (value is None and f.name in ("id2label", "label2id", "problem_type", "architectures")):
+                continue
+            data[f.name] = value
+        if self.id2label is not None:
+            data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        return data
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor  # (batch, seq, hidden)
+    pooler_output: torch.Tensor | None  # (batch, hidden); None when the model has no pooler
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused QKV projection, then output projection, residual, LayerNorm."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn_dropout = config.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """qkv (batch, seq, 3*hidden), mask (batch, 1, 1, seq) True where a key is real -> (batch, seq, hidden)."""
+        batch, seq, _ = qkv.shape
+        # (batch, seq, 3, heads, head_dim) -> 3 x (batch, heads, seq, head_dim)
+        q, k, v = qkv.view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        dropout = self.attn_dropout if self.training else 0.0
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return context.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, unpadded: UnpadInfo | None = None) -> torch.Tensor:
+        qkv = self.qkv(x)
+        if unpadded is None:
+            context = self.attend(qkv, mask)
+        else:  # x is (tokens, hidden): attention alone needs the (batch, seq) layout back
+            context = unpadded.unpad(self.attend(unpadded.pad(qkv), mask))
+        return self.norm(x + self.dropout(self.out(context)))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.down(self.act(self.up(x)))))
+
+
+class Layer(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.ffn = FeedForward(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, unpadded: UnpadInfo | None = None) -> torch.Tensor:
+        return self.ffn(self.attention(x, mask, unpadded))
+
+
+class Pooler(nn.Module):
+    """The [CLS] vector through a dense layer and tanh: the input of NSP and sentence classification."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+@dataclass
+class UnpadInfo:
+    """Where the real tokens of a padded (batch, seq) batch sit, to pack them and scatter them back."""
+
+    indices: torch.Tensor  # (tokens,) flat positions of real tokens in batch*seq
+    cu_seqlens: torch.Tensor  # (batch+1,) int32 cumulative lengths, the varlen-attention convention
+    batch: int
+    seq: int
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> UnpadInfo:
+        lengths = attention_mask.sum(dim=1, dtype=torch.int32)
+        cu_seqlens = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+        indices = torch.nonzero(attention_mask.flatten(), as_tuple=True)[0]
+        return cls(indices, cu_seqlens, *attention_mask.shape)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, ...) -> (tokens, ...)"""
+        return x.flatten(0, 1).index_select(0, self.indices)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(tokens, ...) -> (batch, seq, ...) with zeros where padding was."""
+        out = x.new_zeros(self.batch * self.seq, *x.shape[1:])
+        return out.index_copy(0, self.indices, x).view(self.batch, self.seq, *x.shape[1:])
+
+
+class BertModel(nn.Module):
+    """The encoder: embeddings, N post-LayerNorm Transformer layers, and an optional pooler."""
+
+    def __init__(self, config: BertConfig, add_pooler: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = Pooler(config) if add_pooler else None
+        self.apply(lambda module: init_weights(module, config.initializer_range))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        unpad: bool = True,
+    ) -> EncoderOutput:
+        """input_ids (batch, seq); attention_mask 1 for real tokens, 0 for padding.
+
+        `unpad` packs the real tokens for the linear layers when there is padding to remove. It changes
+        only speed, never the result (beyond float rounding); padded positions come back as zeros.
+        """
+        if input_ids.shape[1] > self.config.max_position_embeddings:
+            raise BertkitError(
+                f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings {self.config.max_position_embeddings}"
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, seq): broadcast over heads and queries
+        x = self.embeddings(input_ids, token_type_ids)
+        unpadded = UnpadInfo.from_mask(attention_mask) if unpad and not bool(attention_mask.all()) else None
+        if unpadded is not None:
+            x = unpadded.unpad(x)
+        for layer in self.layers:
+            x = layer(x, mask, unpadded)
+        if unpadded is not None:
+            x = unpadded.pad(x)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return EncoderOutput(last_hidden_state=x, pooler_output=pooled)
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation: normal(0, std) weights, zero biases, LayerNorm at identity."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
