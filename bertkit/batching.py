@@ -1,0 +1,72 @@
+"""Turning feature dicts into padded tensor batches, grouped by length so little compute goes to padding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+Feature = dict[str, Any]  # input_ids, token_type_ids (lists of ints) and task fields (labels, positions)
+
+# Per-token fields and the value that pads them; anything else is one value per example.
+_PAD_VALUES = {"input_ids": None, "token_type_ids": 0, "labels": -100}
+
+
+def collate(features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad the per-token fields to the longest feature and stack everything into tensors."""
+    longest = max(len(f["input_ids"]) for f in features)
+    batch: dict[str, torch.Tensor] = {}
+    mask = torch.zeros(len(features), longest, dtype=torch.long)
+    for i, f in enumerate(features):
+        mask[i, : len(f["input_ids"])] = 1
+    batch["attention_mask"] = mask
+    for key, value in features[0].items():
+        # Token-level fields are int lists (multi-label targets are float lists, one per example).
+        if key in _PAD_VALUES and isinstance(value, list) and all(isinstance(v, int) for v in value):
+            pad = pad_token_id if _PAD_VALUES[key] is None else _PAD_VALUES[key]
+            batch[key] = torch.tensor([f[key] + [pad] * (longest - len(f[key])) for f in features], dtype=torch.long)
+        elif isinstance(value, float) or (isinstance(value, list) and isinstance(value[0], float)):
+            batch[key] = torch.tensor([f[key] for f in features], dtype=torch.float)
+        elif isinstance(value, int):
+            batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)
+    return batch
+
+
+def training_batches(
+    lengths: Sequence[int], batch_size: int, generator: torch.Generator, group_size: int = 50
+) -> list[list[int]]:
+    """Shuffled batches of similar-length examples.
+
+    Shuffle everything, sort within groups of `group_size` batches by length, cut into batches, and
+    shuffle the batch order: each epoch still sees a random order of random batches, but a batch
+    rarely pads a short text up to a long one.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    chunk = batch_size * group_size
+    batches = []
+    for start in range(0, len(order), chunk):
+        group = sorted(order[start : start + chunk], key=lambda i: lengths[i], reverse=True)
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def inference_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Batches of indices sorted by length: the least padding; callers restore input order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def forward_in_batches(
+    model: torch.nn.Module, features: Sequence[Feature], batch_size: int, pad_token_id: int
+) -> Iterator[tuple[list[int], Any]]:
+    """Run the model over features in length-sorted batches; yields (feature indices, model output).
+
+    Only the model inputs are passed (labels are left out), so this serves prediction and evaluation.
+    """
+    device = next(model.parameters()).device
+    lengths = [len(f["input_ids"]) for f in features]
+    for indices in inference_batches(lengths, batch_size):
+        batch = collate([{k: features[i][k] for k in ("input_ids", "token_type_ids")} for i in indices], pad_token_id)
+        yield indices, model(**{k: v.to(device) for k, v in batch.items()})

@@ -1,0 +1,267 @@
+"""One training loop for every task: AdamW, warmup then linear decay, clipping, accumulation, bf16,
+evaluation each epoch, early stopping, best-model keeping, and exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bertkit.batching import Feature, collate, training_batches
+from bertkit.checkpoint import atomic_write_text
+from bertkit.errors import BertkitError
+
+STATE_DIR = "trainer_state"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    grad_accum: int = 1
+    seed: int = 42
+    bf16: bool = True  # used where the hardware runs bf16 natively; ignored elsewhere
+    patience: int = 0  # stop after this many epochs without a better dev score; 0 never stops early
+    save_every: int = 0  # also write a resumable state every N optimizer steps; 0 = at epoch ends only
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, float]] = field(default_factory=list)  # (step, loss) points for the curve
+    best: float | None = None
+    best_epoch: int | None = None
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def bf16_available(device: torch.device) -> bool:
+    """bf16 pays only where the hardware has it: CUDA, or a CPU with AVX512-BF16/AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases and LayerNorm weights (every parameter under two dims)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, fused=False)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0 to the peak rate, then linear decay to 0 at the last step."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Trainer:
+    """Fits a model on features; the task supplies evaluation and how to save the best model.
+
+    `evaluate(model)` returns dev metrics including `main_metric` (higher is better). `save(model, dir)`
+    writes a loadable model directory. Everything goes under `out_dir`: the best model, metrics.json,
+    training_curve.png, and a resumable state that is removed once training ends.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        features: Sequence[Feature],
+        config: TrainConfig,
+        out_dir: str | os.PathLike,
+        pad_token_id: int,
+        save: Callable[[nn.Module, Path], None],
+        evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
+        main_metric: str | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        if not features:
+            raise BertkitError("no training examples")
+        self.model = model
+        self.features = features
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.pad_token_id = pad_token_id
+        self.save = save
+        self.evaluate = evaluate
+        self.main_metric = main_metric
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.use_bf16 = config.bf16 and bf16_available(self.device)
+        self.lengths = [len(f["input_ids"]) for f in features]
+        batches_per_epoch = math.ceil(len(features) / config.batch_size)
+        self.steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
+        total = self.steps_per_epoch * config.epochs
+        self.model.to(self.device)
+        self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
+        self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * total), total)
+        self.history = History()
+        self.epoch = 0
+        self.batches_done = 0  # within self.epoch, for resuming mid-epoch
+        self.global_step = 0
+
+    # -- resumable state -------------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / STATE_DIR / "state.pt"
+
+    def save_state(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "global_step": self.global_step,
+            "history": asdict(self.history),
+            "config": asdict(self.config),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)  # a crash mid-write leaves the previous state intact
+
+    def load_state(self) -> None:
+        if not self.state_path.is_file():
+            raise BertkitError(f"--resume: nothing to resume in {self.out_dir} (no {STATE_DIR}/state.pt)")
+        state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.batches_done, self.global_step = state["epoch"], state["batches_done"], state["global_step"]
+        self.history = History(**state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> History:
+        if resume:
+            self.load_state()
+        else:
+            set_seed(self.config.seed)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.train()
+        for epoch in range(self.epoch, self.config.epochs):
+            self.epoch = epoch
+            start = time.perf_counter()
+            train_loss = self._train_epoch()
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": time.perf_counter() - start}
+            if self.evaluate is not None:
+                self.model.eval()
+                with torch.inference_mode(), autocast(self.device, self.use_bf16):
+                    record["dev"] = self.evaluate(self.model)
+                self.model.train()
+            self.history.epochs.append(record)
+            self._report(record)
+            stop = self._keep_best(record)
+            self.epoch, self.batches_done = epoch + 1, 0
+            self.save_state()
+            if stop:
+                print(f"early stopping: no better {self.main_metric} for {self.config.patience} epochs", file=sys.stderr)
+                break
+        if self.evaluate is None or self.history.best is None:
+            self.save(self.model, self.out_dir)
+        self._write_metrics()
+        shutil.rmtree(self.out_dir / STATE_DIR, ignore_errors=True)
+        return self.history
+
+    def _train_epoch(self) -> float:
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + self.epoch)
+        batches = training_batches(self.lengths, self.config.batch_size, generator)
+        accum = self.config.grad_accum
+        total_loss, counted = 0.0, 0
+        bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+                   unit="batch", dynamic_ncols=True, disable=None)
+        for index in range(self.batches_done, len(batches)):
+            batch = collate([self.features[i] for i in batches[index]], self.pad_token_id)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with autocast(self.device, self.use_bf16):
+                loss = self.model(**batch).loss
+            # The last accumulation group of an epoch may be short: scale by its real size.
+            group = min(accum, len(batches) - (index - index % accum))
+            (loss / group).backward()
+            total_loss, counted = total_loss + loss.item(), counted + 1
+            if (index + 1) % accum == 0 or index + 1 == len(batches):
+                self._step()
+                self.history.steps.append({"step": self.global_step, "loss": loss.item()})
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                if self.config.save_every and self.global_step % self.config.save_every == 0:
+                    self.batches_done = index + 1
+                    self.save_state()
+            bar.update(1)
+        bar.close()
+        return total_loss / max(1, counted)
+
+    def _step(self) -> None:
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+
+    def _keep_best(self, record: dict[str, Any]) -> bool:
+        """Save the model when the dev score improves; True when patience has run out."""
+        if self.evaluate is None:
+            return False
+        score = record["dev"][self.main_metric]
+        if self.history.best is None or score > self.history.best:
+            self.history.best, self.history.best_epoch = score, record["epoch"]
+            self.save(self.model, self.out_dir)
+            return False
+        return bool(self.config.patience) and record["epoch"] - self.history.best_epoch >= self.config.patience
+
+    def _report(self, record: dict[str, Any]) -> None:
+        line = f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
+        if "dev" in record and self.main_metric:
+            line += f", dev {self.main_metric} {record['dev'][self.main_metric]:.4f}"
+        print(line, file=sys.stderr)
+
+    def _write_metrics(self) -> None:
+        from bertkit.plots import plot_training_curve
+
+        summary = {
+            "main_metric": self.main_metric,
+            "best": self.history.best,
+            "best_epoch": self.history.best_epoch,
+            "bf16": self.use_bf16,
+            "config": asdict(self.config),
+            "epochs": self.history.epochs,
+        }
+        atomic_write_text(self.out_dir / "metrics.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        plot_training_curve(self.history, self.main_metric, self.out_dir / "training_curve.png")
