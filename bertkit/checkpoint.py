@@ -7,6 +7,7 @@ query/key/value matrices fused on load and split on save, and every shape checke
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -162,7 +162,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None) -> Path:
         return Path(snapshot_download(name, allow_patterns=_HUB_FILES))
     except Exception as exc:  # offline, unknown repo, gated repo: all end the same way for the user
         raise BertkitError(
-            f"{name}: not a local directory, and it could not be fetched from the Hugging Face hub "
+            f"{name}: no such local directory, and it could not be fetched from the Hugging Face hub "
             f"({type(exc).__name__}); pass a local model directory"
         ) from None
 
@@ -187,11 +187,15 @@ def load_hf_state(model_dir: Path) -> dict[str, torch.Tensor]:
     for file in files:
         try:
             if file.suffix == ".safetensors":
-                state.update(load_file(file))
+                part = load_file(file)
             else:  # weights_only: a pickle from the internet must not run code
-                state.update(torch.load(file, map_location="cpu", weights_only=True))
-        except (SafetensorError, OSError, RuntimeError, EOFError) as exc:
-            raise BertkitError(f"{file}: cannot read weights ({str(exc).splitlines()[0]})") from None
+                part = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # damaged files fail in many ways (unpickling, truncation, headers)
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BertkitError(f"{file}: cannot read weights ({detail})") from None
+        if not isinstance(part, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in part.items()):
+            raise BertkitError(f"{file}: cannot read weights (not a state dict of named tensors)")
+        state.update(part)
     return state
 
 
@@ -206,14 +210,16 @@ class LoadReport:
 def load_weights(model: nn.Module, hf_state: dict[str, torch.Tensor]) -> LoadReport:
     """Copy Hugging Face weights into `model` (a BertModel or a head model), checking every shape.
 
-    Encoder weights must all be present; head weights that the checkpoint lacks keep their fresh
-    initialisation (fine-tuning a pre-trained encoder), and are listed in the report.
+    Encoder weights must all be present and of the right shape. Head weights that the checkpoint
+    lacks, or has for a different label set, keep their fresh initialisation (fine-tuning a
+    pre-trained encoder), and are listed in the report.
     """
     ours, unknown = hf_to_ours(hf_state)
     prefix = "" if isinstance(model, BertModel) else "bert."
     source = {(k if k.startswith(HEAD_PREFIXES) else prefix + k): v for k, v in ours.items()}
     target = model.state_dict()
-    report = LoadReport(unused=unknown + sorted(k for k in source if k not in target))
+    leftover = {k: v for k, v in source.items() if k not in target}
+    report = LoadReport(unused=sorted(unknown + list(ours_to_hf(leftover, prefix))))
     for key, expected in target.items():
         if key not in source:
             if key.startswith(prefix + "layers.") or key.startswith(prefix + "embeddings."):
@@ -221,6 +227,10 @@ def load_weights(model: nn.Module, hf_state: dict[str, torch.Tensor]) -> LoadRep
             report.fresh.append(key)
             continue
         if source[key].shape != expected.shape:
+            if key.startswith(HEAD_PREFIXES):  # a head for other labels: this task starts its own
+                report.fresh.append(key)
+                report.unused += list(ours_to_hf({key: source.pop(key)}, prefix))
+                continue
             raise BertkitError(
                 f"weights do not match the config: {key} has shape {tuple(source[key].shape)}, "
                 f"the config needs {tuple(expected.shape)}"
@@ -262,8 +272,7 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike) -> None:
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config: BertConfig = model.config
-    config.architectures = [type(model).__name__]
+    config = dataclasses.replace(model.config, architectures=[type(model).__name__])
     prefix = "" if isinstance(model, BertModel) else "bert."
     state = ours_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()}, prefix)
     with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:

@@ -231,7 +231,12 @@ class BertForQuestionAnswering(_HeadModel):
         end_positions: torch.Tensor | None = None,
     ) -> QAOutput:
         hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
-        start_logits, end_logits = self.qa_outputs(hidden).unbind(dim=-1)
+        logits = self.qa_outputs(hidden)
+        if attention_mask is not None:
+            # Padding can never hold an answer. Unlike transformers, which scores padded positions too,
+            # they are masked out, so the loss does not depend on how much padding a batch has.
+            logits = logits.masked_fill(~attention_mask.bool()[..., None], torch.finfo(logits.dtype).min)
+        start_logits, end_logits = logits.unbind(dim=-1)
         loss = None
         if start_positions is not None and end_positions is not None:
             # As Hugging Face: positions outside the sequence are clamped to seq_len and then ignored.

@@ -53,6 +53,12 @@ _KNOWN_FIELDS = (
 )
 
 
+_SIZE_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings", "type_vocab_size",
+)
+
+
 @dataclass
 class BertConfig:
     """BERT hyper-parameters under their Hugging Face `config.json` names."""
@@ -78,6 +84,10 @@ class BertConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in _SIZE_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise BertkitError(f"config: {name} must be a positive integer, not {value!r}")
         if self.hidden_size % self.num_attention_heads:
             raise BertkitError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
