@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -190,7 +190,7 @@ class SelfAttention(nn.Module):
         self.attn_dropout = config.attention_probs_dropout_prob
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def attend(self, qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """qkv (batch, seq, 3*hidden), mask (batch, 1, 1, seq) True where a key is real -> (batch, seq, hidden)."""
         batch, seq, _ = qkv.shape
         # (batch, seq, 3, heads, head_dim) -> 3 x (batch, heads, seq, head_dim)
@@ -203,8 +203,13 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(x)
         if unpadded is None:
             context = self.attend(qkv, mask)
-        else:  # x is (tokens, hidden): attention alone needs the (batch, seq) layout back
-            context = unpadded.unpad(self.attend(unpadded.pad(qkv), mask))
+        else:  # x is (tokens, hidden): attention alone needs a (sequences, seq) layout, group by group
+            pieces = []
+            for group in unpadded.groups:
+                grouped = qkv.index_select(0, group.gather).view(group.size, group.seq, -1)
+                piece = self.attend(grouped, group.mask).flatten(0, 1)
+                pieces.append(piece if group.valid is None else piece[group.valid])
+            context = torch.cat(pieces).index_select(0, unpadded.inverse)
         return self.norm(x + self.dropout(self.out(context)))
 
 
@@ -243,20 +248,71 @@ class Pooler(nn.Module):
 
 
 @dataclass
+class LengthGroup:
+    """Sequences of similar length, laid out (size, seq) for one padded attention call."""
+
+    gather: torch.Tensor  # (size*seq,) packed-token index of each slot (0 in padding slots)
+    targets: torch.Tensor  # packed-token indices of the real slots, in slot order
+    valid: torch.Tensor | None  # (size*seq,) True for real slots; None when no slot is padding
+    mask: torch.Tensor | None  # (size, 1, 1, seq) key mask for SDPA; None when no slot is padding
+    size: int
+    seq: int
+
+
+@dataclass
 class UnpadInfo:
-    """Where the real tokens of a padded (batch, seq) batch sit, to pack them and scatter them back."""
+    """Where the real tokens of a padded (batch, seq) batch sit, to pack them and scatter them back.
+
+    Attention cannot run on packed tokens with the CPU kernels, so it runs on `groups`: sequences
+    sorted by length and cut where a sequence is much shorter than its group's longest. Attention
+    cost grows with the square of the padded length, so a short text batched with a long one then
+    costs little more than on its own.
+    """
 
     indices: torch.Tensor  # (tokens,) flat positions of real tokens in batch*seq
     cu_seqlens: torch.Tensor  # (batch+1,) int32 cumulative lengths, the varlen-attention convention
     batch: int
     seq: int
+    groups: list[LengthGroup]
+    inverse: torch.Tensor  # packed-token order from the groups' concatenated real slots
+
+    # A sequence joins the current group while it is at least this fraction of the group's longest.
+    GROUP_RATIO: ClassVar[float] = 0.75
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor) -> UnpadInfo:
         lengths = attention_mask.sum(dim=1, dtype=torch.int32)
         cu_seqlens = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
         indices = torch.nonzero(attention_mask.flatten(), as_tuple=True)[0]
-        return cls(indices, cu_seqlens, *attention_mask.shape)
+        sizes = lengths.tolist()
+        order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+        members: list[list[int]] = []
+        for i in order:
+            if not members or sizes[i] < cls.GROUP_RATIO * sizes[members[-1][0]]:
+                members.append([])
+            members[-1].append(i)
+        groups = [cls._group(rows, lengths, cu_seqlens) for rows in members]
+        inverse = torch.empty_like(indices)
+        targets = torch.cat([g.targets for g in groups])
+        inverse[targets] = torch.arange(len(targets), device=targets.device)
+        return cls(indices, cu_seqlens, *attention_mask.shape, groups, inverse)
+
+    @staticmethod
+    def _group(rows: list[int], lengths: torch.Tensor, cu_seqlens: torch.Tensor) -> LengthGroup:
+        rows_t = torch.tensor(rows, device=lengths.device)
+        seq = int(lengths[rows_t].max())
+        positions = torch.arange(seq, device=lengths.device)
+        valid = positions[None, :] < lengths[rows_t, None]  # (size, seq)
+        gather = torch.where(valid, cu_seqlens[rows_t, None] + positions[None, :], 0).flatten()
+        padded = not bool(valid.all())
+        return LengthGroup(
+            gather=gather,
+            targets=gather[valid.flatten()],
+            valid=valid.flatten() if padded else None,
+            mask=valid[:, None, None, :] if padded else None,
+            size=len(rows),
+            seq=seq,
+        )
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, seq, ...) -> (tokens, ...)"""
