@@ -1,0 +1,1 @@
+"""Readers and feature builders, one module per task: files -> examples -> features."""

@@ -1,0 +1,111 @@
+"""Sentence and sentence-pair classification data: CSV/TSV/JSONL rows -> examples -> features."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from bertkit.batching import Feature
+from bertkit.data.io import read_records
+from bertkit.errors import BertkitError
+from bertkit.tokenizer import BertTokenizer
+
+
+@dataclass
+class ClassifyExample:
+    text: str
+    pair: str | None
+    label: str | list[str] | None  # a list for multi-label; None when predicting
+    line: int
+
+
+def _parse_multi_label(value: object) -> list[str]:
+    """A JSON list, a JSON-list string, or a string of labels separated by | or ,."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            return [str(v) for v in json.loads(text)]
+        except json.JSONDecodeError:
+            pass
+    separator = "|" if "|" in text else ","
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
+def read_classify(
+    path: str | os.PathLike,
+    text_column: str = "text",
+    pair_column: str | None = None,
+    label_column: str = "label",
+    multi_label: bool = False,
+    require_labels: bool = True,
+) -> list[ClassifyExample]:
+    """Read labelled (or, for prediction, unlabelled) rows, checking every one."""
+    records = read_records(path)
+    needed = [text_column] + ([pair_column] if pair_column else []) + ([label_column] if require_labels else [])
+    first_line, first = records[0]
+    for column in needed:
+        if column not in first:
+            raise BertkitError(f"{path}:{first_line}: no column {column!r} (columns: {', '.join(map(str, first))})")
+    examples = []
+    for line, row in records:
+        texts = []
+        for column in [text_column] + ([pair_column] if pair_column else []):
+            value = row.get(column)
+            if not isinstance(value, str) or not value.strip():
+                problem = "missing" if value is None else "empty" if isinstance(value, str) else f"not text ({value!r})"
+                raise BertkitError(f"{path}:{line}: {problem} text in column {column!r}")
+            texts.append(value)
+        label = None
+        if label_column in row and (require_labels or row[label_column] not in (None, "")):
+            raw = row[label_column]
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                raise BertkitError(f"{path}:{line}: empty label in column {label_column!r}")
+            label = _parse_multi_label(raw) if multi_label else str(raw).strip()
+        elif require_labels:
+            raise BertkitError(f"{path}:{line}: no column {label_column!r}")
+        examples.append(ClassifyExample(texts[0], texts[1] if pair_column else None, label, line))
+    return examples
+
+
+def label_list(examples: list[ClassifyExample]) -> list[str]:
+    """The label set of a training file, sorted: the id2label order of a new model."""
+    labels: set[str] = set()
+    for example in examples:
+        labels.update(example.label if isinstance(example.label, list) else [example.label])
+    return sorted(labels)
+
+
+def check_labels(examples: list[ClassifyExample], label2id: dict[str, int], path: str | os.PathLike) -> None:
+    """Labels outside the training set cannot be learned or scored: fail on the first, naming it."""
+    for example in examples:
+        for label in example.label if isinstance(example.label, list) else [example.label]:
+            if label is not None and label not in label2id:
+                known = ", ".join(label2id)
+                raise BertkitError(f"{path}:{example.line}: label {label!r} is not one of the training labels ({known})")
+
+
+def encode_classify(
+    examples: list[ClassifyExample], tokenizer: BertTokenizer, max_length: int, label2id: dict[str, int] | None = None
+) -> list[Feature]:
+    """Token ids, segments and (when label2id is given) the label: an id, or a 0/1 vector for multi-label."""
+    encodings = tokenizer.encode_batch(
+        [e.text for e in examples],
+        [e.pair for e in examples] if examples and examples[0].pair is not None else None,
+        max_length=max_length,
+    )
+    features = []
+    for example, encoding in zip(examples, encodings):
+        feature: Feature = {"input_ids": encoding.input_ids, "token_type_ids": encoding.token_type_ids}
+        if label2id is not None and example.label is not None:
+            if isinstance(example.label, list):
+                vector = [0.0] * len(label2id)
+                for label in example.label:
+                    vector[label2id[label]] = 1.0
+                feature["labels"] = vector
+            else:
+                feature["labels"] = label2id[example.label]
+        features.append(feature)
+    return features
