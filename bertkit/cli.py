@@ -7,6 +7,7 @@ no traceback reaches the user for bad input.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -27,6 +28,44 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.model, args.out)
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from bertkit.finetune import finetune
+    from bertkit.tasks import TASKS
+    from bertkit.trainer import TrainConfig
+
+    task_class = TASKS[args.task]
+    settings = {key: getattr(args, key) for key in task_class.defaults if hasattr(args, key)}
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, grad_accum=args.grad_accum,
+        seed=args.seed, bf16=not args.no_bf16, patience=args.patience,
+    )
+    history = finetune(task_class(settings), args.train, args.out, args.model, args.dev, config,
+                       eval_batch_size=args.eval_batch_size, resume=args.resume, overwrite=args.overwrite)
+    if history.best is not None:
+        print(f"best dev {task_class.main_metric} {history.best:.4f} at epoch {history.best_epoch}; model in {args.out}",
+              file=sys.stderr)
+    else:
+        print(f"model in {args.out}", file=sys.stderr)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from bertkit.inference import Predictor
+
+    print(json.dumps(Predictor(args.model, args.batch_size, bf16=args.bf16).evaluate(args.data), ensure_ascii=False))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from bertkit.inference import Predictor
+
+    if bool(args.input) == bool(args.texts):
+        raise BertkitError("give either --input FILE or texts on the command line")
+    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16)
+    examples = predictor.read(args.input) if args.input else predictor.from_texts(args.texts)
+    for prediction in predictor.predict(examples):
+        print(json.dumps(prediction, ensure_ascii=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertkit", description="BERT end to end: tokenize, pre-train, fine-tune, serve.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -44,6 +83,60 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="directory for vocab.txt, tokenizer.json and tokenizer_config.json")
     train.add_argument("--vocab-size", type=int, default=30522)
     train.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case, strip accents)")
+
+    finetune = commands.add_parser("finetune", help="fine-tune a pre-trained BERT on a labelled file").add_subparsers(
+        dest="task", required=True, metavar="TASK"
+    )
+    tasks = {
+        "classify": "sentence or sentence-pair classification from CSV/TSV/JSONL",
+        "ner": "token tagging (NER) from CoNLL or JSONL, BIO or BIOES",
+        "qa": "extractive question answering from SQuAD v1.1/v2.0 JSON",
+    }
+    for name, help_text in tasks.items():
+        sub = command(finetune, name, _finetune, help_text)
+        sub.add_argument("--train", required=True, help="training file")
+        sub.add_argument("--dev", help="dev file: evaluated after each epoch; the best epoch's model is kept")
+        sub.add_argument("--out", required=True, help="output model directory")
+        sub.add_argument("--model", help="pre-trained model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
+        sub.add_argument("--epochs", type=int, default=3)
+        sub.add_argument("--batch-size", type=int, default=32)
+        sub.add_argument("--eval-batch-size", type=int, default=64)
+        sub.add_argument("--lr", type=float, default=5e-5)
+        sub.add_argument("--weight-decay", type=float, default=0.01)
+        sub.add_argument("--warmup-ratio", type=float, default=0.1)
+        sub.add_argument("--max-grad-norm", type=float, default=1.0)
+        sub.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+        sub.add_argument("--max-seq-len", dest="max_seq_len", type=int, default=384 if name == "qa" else 128)
+        sub.add_argument("--seed", type=int, default=42)
+        sub.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better dev score (0: never)")
+        sub.add_argument("--no-bf16", action="store_true", help="train in fp32 even where the CPU/GPU has bf16")
+        sub.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+        sub.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+        if name == "classify":
+            sub.add_argument("--text-column", default="text")
+            sub.add_argument("--text-pair-column", default=None, help="second text of sentence pairs")
+            sub.add_argument("--label-column", default="label")
+            sub.add_argument("--multi-label", action="store_true", help="labels are lists; sigmoid per label")
+        if name == "ner":
+            sub.add_argument("--stride", type=int, default=32, help="overlap, in tokens, of windows over long sentences")
+        if name == "qa":
+            sub.add_argument("--doc-stride", type=int, default=128, help="tokens between the starts of context windows")
+            sub.add_argument("--max-query-len", type=int, default=64)
+            sub.add_argument("--max-answer-len", type=int, default=30, help="longest answer, in tokens")
+            sub.add_argument("--null-threshold", type=float, default=0.0, help="SQuAD 2.0: margin for answering nothing")
+
+    evaluate = command(commands, "evaluate", _evaluate, "score a fine-tuned model on a labelled file (one JSON object)")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
+
+    predict = command(commands, "predict", _predict, "predict with a fine-tuned model (JSON lines, in input order)")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("--input", help="a .txt file (one text per line) or a file in the training format")
+    predict.add_argument("texts", nargs="*", metavar="TEXT")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
 
     demo = command(commands, "demo", _demo, "load a real BERT, tokenize English and Chinese, run the encoder, round-trip a checkpoint")
     demo.add_argument("--model", default=None, help="model directory or hub id (default: the packaged all-MiniLM-L6-v2)")

@@ -60,3 +60,29 @@ def chinese_texts() -> list[str]:
     # 199801.txt is segmented and POS-tagged ("迈向/v  充满/v", "[香港/ns 特区/n]ns"); rebuild the plain sentence.
     news = ["".join(word.rsplit("/", 1)[0].lstrip("[") for word in line.split()) for line in tagged]
     return positive + negative + news
+
+
+TINY_WORDS = (
+    "the a an is was good bad great awful movie film plot actor story fun boring love hate "
+    "john smith lives in new york paris works at google where does what who ? . , ! "
+    "我 在 北 京 大 学 工 作 很 好 不 喜 欢 电 影 他 她 上 海 人 民 日 报"
+).split()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer, hidden-32 BERT with a 60-word vocab, saved in the Hugging Face layout."""
+    import torch
+
+    from bertkit.checkpoint import save_model
+    from bertkit.model import BertConfig, BertModel
+    from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer
+
+    tokenizer = BertTokenizer.from_vocab(SPECIAL_TOKENS + TINY_WORDS)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_bert")
+    save_model(BertModel(config), path)
+    tokenizer.save_pretrained(path)
+    return path
