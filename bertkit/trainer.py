@@ -41,6 +41,7 @@ class TrainConfig:
     bf16: bool = True  # used where the hardware runs bf16 natively; ignored elsewhere
     patience: int = 0  # stop after this many epochs without a better dev score; 0 never stops early
     save_every: int = 0  # also write a resumable state every N optimizer steps; 0 = at epoch ends only
+    max_steps: int = 0  # stop after this many optimizer steps (the schedule spans them); 0 = run all epochs
 
 
 @dataclass
@@ -106,7 +107,12 @@ class Trainer:
         evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
         main_metric: str | None = None,
         device: torch.device | None = None,
+        collate_fn: Callable[[list[Feature], int], dict[str, torch.Tensor]] | None = None,
+        loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]] | None = None,
     ) -> None:
+        """`collate_fn(features, seed)` builds a batch; the seed is fixed by (run seed, epoch, batch), so
+        random batch contents (dynamic masking) come out the same after a resume. `loss_fn(model, batch)`
+        returns the loss and extra figures for the progress bar; the default is the model's own loss."""
         if not features:
             raise BertkitError("no training examples")
         self.model = model
@@ -122,7 +128,10 @@ class Trainer:
         self.lengths = [len(f["input_ids"]) for f in features]
         batches_per_epoch = math.ceil(len(features) / config.batch_size)
         self.steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
-        total = self.steps_per_epoch * config.epochs
+        total = config.max_steps or self.steps_per_epoch * config.epochs
+        self.epochs = math.ceil(total / self.steps_per_epoch)
+        self.collate_fn = collate_fn or (lambda batch, seed: collate(batch, pad_token_id))
+        self.loss_fn = loss_fn or (lambda model, batch: (model(**batch).loss, {}))
         self.model.to(self.device)
         self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
         self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * total), total)
@@ -176,7 +185,7 @@ class Trainer:
             set_seed(self.config.seed)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.model.train()
-        for epoch in range(self.epoch, self.config.epochs):
+        for epoch in range(self.epoch, self.epochs):
             self.epoch = epoch
             start = time.perf_counter()
             train_loss = self._train_epoch()
@@ -191,6 +200,8 @@ class Trainer:
             stop = self._keep_best(record)
             self.epoch, self.batches_done = epoch + 1, 0
             self.save_state()
+            if self.config.max_steps and self.global_step >= self.config.max_steps:
+                break
             if stop:
                 print(f"early stopping: no better {self.main_metric} for {self.config.patience} epochs", file=sys.stderr)
                 break
@@ -205,24 +216,32 @@ class Trainer:
         batches = training_batches(self.lengths, self.config.batch_size, generator)
         accum = self.config.grad_accum
         total_loss, counted = 0.0, 0
-        bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+        bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"epoch {self.epoch + 1}/{self.epochs}",
                    unit="batch", dynamic_ncols=True, disable=None)
+        tokens, started = 0, time.perf_counter()
         for index in range(self.batches_done, len(batches)):
-            batch = collate([self.features[i] for i in batches[index]], self.pad_token_id)
+            seed = (self.config.seed * 1_000_003 + self.epoch) * 1_000_003 + index
+            batch = self.collate_fn([self.features[i] for i in batches[index]], seed)
             batch = {k: v.to(self.device) for k, v in batch.items()}
+            tokens += int(batch["attention_mask"].sum())
             with autocast(self.device, self.use_bf16):
-                loss = self.model(**batch).loss
+                loss, logs = self.loss_fn(self.model, batch)
             # The last accumulation group of an epoch may be short: scale by its real size.
             group = min(accum, len(batches) - (index - index % accum))
             (loss / group).backward()
             total_loss, counted = total_loss + loss.item(), counted + 1
             if (index + 1) % accum == 0 or index + 1 == len(batches):
                 self._step()
-                self.history.steps.append({"step": self.global_step, "loss": loss.item()})
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                self.history.steps.append({"step": self.global_step, "loss": loss.item(), **logs})
+                shown = {"loss": f"{loss.item():.4f}", **{k: f"{v:.4g}" for k, v in logs.items()}}
+                bar.set_postfix(**shown, tok_s=f"{tokens / (time.perf_counter() - started):.0f}",
+                                lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 if self.config.save_every and self.global_step % self.config.save_every == 0:
                     self.batches_done = index + 1
                     self.save_state()
+                if self.config.max_steps and self.global_step >= self.config.max_steps:
+                    bar.update(1)
+                    break
             bar.update(1)
         bar.close()
         return total_loss / max(1, counted)

@@ -91,3 +91,31 @@ def test_gradient_accumulation_matches_a_big_batch(tmp_path):
         (small(**collate(half, 0)).loss / 2).backward()
     for (name, a), (_, b) in zip(big.named_parameters(), small.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_max_steps_stops_and_ends_the_schedule(tmp_path):
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, bf16=False, max_steps=7)  # 5 batches an epoch
+    trainer = Trainer(tiny_classifier(), features(), config, tmp_path, 0, save=lambda m, d: None)
+    history = trainer.fit()
+    assert [s["step"] for s in history.steps] == list(range(1, 8))
+    assert trainer.scheduler.get_last_lr()[0] == 0.0
+
+
+def test_collate_seed_and_loss_logs_reach_the_history(tmp_path):
+    from bertkit.batching import collate
+
+    seeds: list[int] = []
+
+    def collate_fn(batch, seed):
+        seeds.append(seed)
+        return collate(batch, 0)
+
+    def loss_fn(model, batch):
+        out = model(**batch)
+        return out.loss, {"accuracy": float((out.logits.argmax(-1) == batch["labels"]).float().mean())}
+
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-3, bf16=False)
+    history = Trainer(tiny_classifier(), features(), config, tmp_path, 0, save=lambda m, d: None,
+                      collate_fn=collate_fn, loss_fn=loss_fn).fit()
+    assert len(set(seeds)) == len(seeds) == 10  # a different seed for every batch of both epochs
+    assert all(0.0 <= s["accuracy"] <= 1.0 for s in history.steps)
