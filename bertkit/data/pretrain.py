@@ -159,18 +159,14 @@ def _word_start_flags(text: str, encoding: Encoding, chinese_words: bool) -> lis
     """1 for each token of `text` (specials excluded) that begins a word, for whole-word masking.
 
     English words are WordPiece's: a "##" piece continues the previous token. Chinese text is one token per
-    character, so words come from jieba instead: a token starts a word when it starts at a jieba word boundary.
-    The first token of a sentence always starts a word.
+    character, so words come from jieba instead: a token starts a word when it starts at a jieba word boundary
+    (jieba's words concatenate back to the text exactly, so their cumulative lengths are the boundaries).
     """
     tokens, offsets = encoding.tokens[1:-1], encoding.offsets[1:-1]
     if chinese_words:
-        # jieba's words concatenate back to the text exactly, so their cumulative lengths are the boundaries.
         boundaries = set(itertools.accumulate((len(word) for word in jieba.lcut(text)), initial=0))
-        flags = [int(not token.startswith("##") and start in boundaries) for token, (start, _) in zip(tokens, offsets)]
-    else:
-        flags = [int(not token.startswith("##")) for token in tokens]
-    flags[0] = 1
-    return flags
+        return [int(not token.startswith("##") and start in boundaries) for token, (start, _) in zip(tokens, offsets)]
+    return [int(not token.startswith("##")) for token in tokens]
 
 
 class _ShardWriter:
@@ -321,7 +317,9 @@ class Shards:
             expected = counts[name] * dtype.itemsize
             size = path.stat().st_size if path.is_file() else 0
             if size != expected:
-                raise BertkitError(f"{path}: {size} bytes, the manifest expects {expected}; delete {directory} to rebuild")
+                raise BertkitError(
+                    f"{path}: {size} bytes, the manifest expects {expected}; delete {directory} to rebuild"
+                )
             arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=(counts[name],))
         return cls(directory, **arrays, cls_token_id=cls_token_id, sep_token_id=sep_token_id, fingerprint=fingerprint)
 
@@ -656,10 +654,10 @@ def pretraining_collate(
         tokenizer.pad_token_id,
     )
     input_ids = batch["input_ids"]
+    structural = [tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id]
     # [UNK] stays maskable, as in the original; the structural specials are left alone, also when a sentence
     # spells one out literally (a "[SEP]" in the text).
-    structural = torch.tensor([tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id])
-    special_mask = (batch["attention_mask"] == 0) | torch.isin(input_ids, structural)
+    special_mask = (batch["attention_mask"] == 0) | torch.isin(input_ids, torch.tensor(structural))
     word_starts = None
     if whole_word:
         word_starts = torch.zeros_like(input_ids, dtype=torch.bool)
@@ -674,7 +672,7 @@ def pretraining_collate(
         generator,
         mlm_probability,
         whole_word,
-        special_ids=[tokenizer.get_vocab()[token] for token in SPECIAL_TOKENS],
+        special_ids=[*structural, tokenizer.unk_token_id],
     )
     if bool((batch["next_sentence_label"] == IGNORE_INDEX).all()):
         del batch["next_sentence_label"]
