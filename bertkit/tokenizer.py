@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from bertkit.data.io import check_corpus_files, stream_corpus_lines
 from bertkit.errors import BertkitError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -304,24 +305,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _scan_corpus_file(path: Path) -> bool:
-    """Fail early on a missing or non-UTF-8 file, naming file and line; say whether it holds any text."""
-    if not path.is_file():
-        raise BertkitError(f"corpus file not found: {path}")
-    has_text = False
-    with path.open("rb") as lines:
-        for line_number, raw in enumerate(lines, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise BertkitError(
-                    f"corpus file {path} is not UTF-8: line {line_number}, byte {error.start}: {error.reason}"
-                ) from None
-            if not has_text and line.strip():
-                has_text = True
-    return has_text
-
-
 def train_tokenizer(
     files: list[str | os.PathLike],
     vocab_size: int,
@@ -336,11 +319,9 @@ def train_tokenizer(
     """
     if vocab_size < len(SPECIAL_TOKENS):
         raise BertkitError(f"vocab_size={vocab_size} is smaller than the {len(SPECIAL_TOKENS)} special tokens")
-    paths = [Path(f) for f in files]
-    if not paths:
-        raise BertkitError("train_tokenizer needs at least one corpus file")
-    if not any([_scan_corpus_file(path) for path in paths]):  # a list, so every file gets checked
-        raise BertkitError(f"corpus has no text: {', '.join(map(str, paths))}")
+    paths = check_corpus_files(files)
+    for _ in stream_corpus_lines(paths):  # every line decodes, and some text exists, before training starts
+        pass
     tokenizer = _bert_pipeline({}, do_lower_case)
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,

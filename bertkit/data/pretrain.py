@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from bertkit.batching import collate
+from bertkit.data.io import check_corpus_files, stream_corpus_lines
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer, Encoding
 
@@ -42,7 +43,6 @@ _FILES = {
 }
 _FIXED_DTYPES = {"word_starts": np.uint8, "sentence_starts": np.int64, "document_starts": np.int64}
 _LINES_PER_BATCH = 8192  # lines per encode_batch call: big enough for the Rust side to parallelise
-_PROGRESS_STEP = 1 << 20  # bytes between progress-bar updates, so a huge corpus is not slowed by the bar
 _DETECT_LINES = 1000
 _CHINESE_SHARE = 0.3
 IGNORE_INDEX = -100
@@ -52,59 +52,12 @@ IGNORE_INDEX = -100
 _LEADING_SPECIAL_IDS = tuple(range(len(SPECIAL_TOKENS)))
 
 
-def _corpus_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Check every corpus file up front, so a typo in the last path fails before hours of tokenizing."""
-    if not paths:
-        raise BertkitError("no corpus files given")
-    files = [Path(path) for path in paths]
-    for path in files:
-        if path.is_dir():
-            raise BertkitError(f"{path}: is a directory, expected a corpus file")
-        if not path.is_file():
-            raise BertkitError(f"{path}: no such file")
-    return files
-
-
-def _corpus_lines(files: list[Path], progress: tqdm | None = None) -> Iterator[str | None]:
-    """The stripped non-blank lines of the corpus, in order, and None wherever a document ends.
-
-    Reads line by line (a single file may be larger than memory). A blank line and the end of each file end a
-    document; consumers skip repeated Nones. The bytes read go to `progress` when given.
-    """
-    has_text = False
-    for path in files:
-        unreported = 0
-        try:
-            with path.open("rb") as lines:
-                for number, raw in enumerate(lines, start=1):
-                    try:
-                        line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
-                    except UnicodeDecodeError as exc:
-                        raise BertkitError(
-                            f"{path}:{number}: not valid UTF-8 (byte {raw[exc.start]:#04x}); save the file as UTF-8"
-                        ) from None
-                    if line:
-                        has_text = True
-                    yield line or None
-                    unreported += len(raw)
-                    if progress is not None and unreported >= _PROGRESS_STEP:
-                        progress.update(unreported)
-                        unreported = 0
-        except OSError as exc:
-            raise BertkitError(f"{path}: cannot read ({exc.strerror})") from None
-        if progress is not None:
-            progress.update(unreported)
-        yield None
-    if not has_text:
-        raise BertkitError(f"corpus is empty: {', '.join(map(str, files))} hold(s) no text")
-
-
 def read_documents(paths: Sequence[str | os.PathLike]) -> Iterator[list[str]]:
     """Documents of the corpus as lists of sentences (stripped, non-empty), streamed one at a time.
 
     The files are checked for existence now; decoding errors and an empty corpus are raised while iterating.
     """
-    return _documents(_corpus_lines(_corpus_files(paths)))
+    return _documents(stream_corpus_lines(check_corpus_files(paths)))
 
 
 def _documents(lines: Iterable[str | None]) -> Iterator[list[str]]:
@@ -133,7 +86,7 @@ def _is_cjk(char: str) -> bool:
 
 def _looks_chinese(files: list[Path]) -> bool:
     """Whether more than 30% of the non-space characters of the first 1000 lines are CJK ideographs."""
-    lines = itertools.islice((line for line in _corpus_lines(files) if line is not None), _DETECT_LINES)
+    lines = itertools.islice((line for line in stream_corpus_lines(files) if line is not None), _DETECT_LINES)
     text = "".join("".join(line.split()) for line in lines)
     return sum(map(_is_cjk, text)) > _CHINESE_SHARE * len(text)
 
@@ -261,7 +214,7 @@ class Shards:
         chinese_words picks the word rule for whole-word masking: jieba words (True), WordPiece "##" pieces (False),
         or None to decide from the text (True when over 30% of the first 1000 lines' characters are CJK).
         """
-        files = _corpus_files(paths)
+        files = check_corpus_files(paths)
         chinese = _looks_chinese(files) if chinese_words is None else chinese_words
         return cls._build(files, tokenizer, Path(directory), chinese, show_progress)
 
@@ -275,7 +228,7 @@ class Shards:
         show_progress: bool = True,
     ) -> Shards:
         """Reuse the shards in `directory` if they were built from these files (unchanged) and this tokenizer."""
-        files = _corpus_files(paths)
+        files = check_corpus_files(paths)
         chinese = _looks_chinese(files) if chinese_words is None else chinese_words
         try:
             shards = cls.open(directory)
@@ -357,7 +310,7 @@ class Shards:
                 )
                 writer = _ShardWriter(streams, tokenizer, chinese_words, token_dtype)
                 batch: list[str | None] = []
-                for line in _corpus_lines(files, progress):
+                for line in stream_corpus_lines(files, progress):
                     batch.append(line)
                     if len(batch) >= _LINES_PER_BATCH:
                         writer.write(batch)
