@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bertkit.errors import BertkitError
+from bertkit.model import MODEL_SIZES
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
@@ -47,6 +48,27 @@ def _finetune(args: argparse.Namespace) -> None:
               file=sys.stderr)
     else:
         print(f"model in {args.out}", file=sys.stderr)
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from bertkit.pretrain import PretrainSettings, pretrain
+    from bertkit.trainer import TrainConfig
+
+    sources = [flag for flag, value in (("--model", args.model), ("--config", args.config)) if value]
+    if len(sources) > 1:
+        raise BertkitError("give at most one of --model and --config")
+    train = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, warmup_ratio=args.warmup_ratio,
+                        weight_decay=args.weight_decay, grad_accum=args.grad_accum, seed=args.seed,
+                        bf16=not args.no_bf16, max_steps=args.steps, save_every=args.save_every)
+    settings = PretrainSettings(
+        corpus=args.corpus, out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+        model_size=args.model_size, config=args.config, model=args.model, max_seq_len=args.max_seq_len,
+        nsp=not args.no_nsp, whole_word_mask=args.whole_word_mask, train=train, resume=args.resume,
+    )
+    history = pretrain(settings)
+    last = history.epochs[-1].get("dev", {}) if history.epochs else {}
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items())
+    print(f"model in {args.out}" + (f"; held-out {summary}" if summary else ""), file=sys.stderr)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -124,6 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--max-query-len", type=int, default=64)
             sub.add_argument("--max-answer-len", type=int, default=30, help="longest answer, in tokens")
             sub.add_argument("--null-threshold", type=float, default=0.0, help="SQuAD 2.0: margin for answering nothing")
+
+    pre = command(commands, "pretrain", _pretrain, "pre-train BERT (masked LM + next-sentence prediction) on raw text")
+    pre.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
+                     help="UTF-8 text, one sentence per line, a blank line between documents")
+    pre.add_argument("--out", required=True)
+    pre.add_argument("--tokenizer", help="a tokenizer directory (default: the --model's, or train one with --vocab-size)")
+    pre.add_argument("--vocab-size", type=int, help="train a WordPiece vocab of this size on the corpus first")
+    pre.add_argument("--model-size", default="tiny", choices=list(MODEL_SIZES))
+    pre.add_argument("--config", help="a config.json to start from instead of a named size")
+    pre.add_argument("--model", help="continue pre-training this checkpoint (fresh heads where it has none)")
+    pre.add_argument("--max-seq-len", type=int, default=128)
+    pre.add_argument("--steps", type=int, default=1000, help="optimizer steps")
+    pre.add_argument("--batch-size", type=int, default=32)
+    pre.add_argument("--lr", type=float, default=1e-4)
+    pre.add_argument("--warmup-ratio", type=float, default=0.1)
+    pre.add_argument("--weight-decay", type=float, default=0.01)
+    pre.add_argument("--grad-accum", type=int, default=1)
+    pre.add_argument("--seed", type=int, default=42)
+    pre.add_argument("--save-every", type=int, default=200, help="write a resumable state every N steps")
+    pre.add_argument("--no-nsp", action="store_true", help="pack full sentences, MLM only (RoBERTa style)")
+    pre.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces; jieba words for Chinese)")
+    pre.add_argument("--no-bf16", action="store_true")
+    pre.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
 
     evaluate = command(commands, "evaluate", _evaluate, "score a fine-tuned model on a labelled file (one JSON object)")
     evaluate.add_argument("--model", required=True)

@@ -1,0 +1,153 @@
+"""`bertkit pretrain`: masked LM (+ next-sentence prediction) from raw text, from scratch or continued.
+
+The corpus is tokenized once into on-disk shards (reused by later runs), cut into NSP pairs or packed
+sequences, and masked afresh every time a sequence is seen. A few documents are held out to report
+MLM and NSP accuracy. The output directory is a Hugging Face `BertForPreTraining` checkpoint, ready
+for `bertkit finetune --model`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertkit.batching import Feature
+from bertkit.checkpoint import load_model, resolve_model_dir, save_model
+from bertkit.data.pretrain import Instance, Shards, create_instances, pretraining_collate
+from bertkit.errors import BertkitError
+from bertkit.heads import IGNORE_INDEX, BertForPreTraining
+from bertkit.model import BertConfig
+from bertkit.tokenizer import BertTokenizer, train_tokenizer
+from bertkit.trainer import History, Trainer, TrainConfig, set_seed
+
+HELD_OUT_FRACTION = 0.02  # of the documents, for the MLM/NSP accuracy report
+MIN_DOCUMENTS_FOR_EVAL = 10
+
+
+@dataclass
+class PretrainSettings:
+    corpus: list[str]
+    out: str
+    tokenizer: str | None = None
+    vocab_size: int | None = None
+    model_size: str = "tiny"
+    config: str | None = None
+    model: str | None = None  # continue pre-training this checkpoint
+    max_seq_len: int = 128
+    nsp: bool = True
+    whole_word_mask: bool = False
+    chinese_words: bool | None = None  # None: decided from the corpus
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-4, max_steps=1000, save_every=200))
+    resume: bool = False
+
+
+def _tokenizer(settings: PretrainSettings, model_dir: Path | None) -> BertTokenizer:
+    if settings.tokenizer:
+        return BertTokenizer.from_pretrained(settings.tokenizer)
+    if model_dir is not None:
+        return BertTokenizer.from_pretrained(model_dir)
+    if settings.vocab_size is None:
+        raise BertkitError("give --tokenizer DIR, --model DIR, or --vocab-size N to train a WordPiece vocab on the corpus")
+    out = Path(settings.out)
+    if settings.resume and (out / "vocab.txt").is_file():
+        # Vocab training breaks frequency ties in no fixed order: a resumed run must reuse the vocab it had.
+        return BertTokenizer.from_pretrained(out)
+    tokenizer = train_tokenizer(settings.corpus, settings.vocab_size)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    return tokenizer
+
+
+def _model(settings: PretrainSettings, model_dir: Path | None, tokenizer: BertTokenizer) -> BertForPreTraining:
+    if model_dir is not None:
+        model, report = load_model(model_dir, "BertForPreTraining")
+        if report.fresh:
+            print(f"starting fresh: {', '.join(sorted({k.split('.')[0] for k in report.fresh}))} head(s)")
+    else:
+        if settings.config:
+            config = BertConfig.from_json_file(settings.config)
+            config.vocab_size = tokenizer.vocab_size
+        else:
+            config = BertConfig.from_size(settings.model_size, tokenizer.vocab_size,
+                                          max_position_embeddings=max(512, settings.max_seq_len))
+        model = BertForPreTraining(config)
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise BertkitError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is {model.config.vocab_size}")
+    if settings.max_seq_len > model.config.max_position_embeddings:
+        raise BertkitError(f"--max-seq-len {settings.max_seq_len} exceeds the model's max_position_embeddings "
+                           f"{model.config.max_position_embeddings}")
+    return model
+
+
+def _split_documents(num_documents: int, nsp: bool) -> tuple[range, range | None]:
+    """Training documents and held-out ones (None when the corpus is too small to spare any)."""
+    if num_documents < MIN_DOCUMENTS_FOR_EVAL:
+        return range(num_documents), None
+    held = max(2 if nsp else 1, round(num_documents * HELD_OUT_FRACTION))
+    return range(num_documents - held), range(num_documents - held, num_documents)
+
+
+def _as_features(instances: list[Instance]) -> list[Feature]:
+    # The trainer reads lengths from input_ids; the collate function needs the whole instance.
+    return [{"input_ids": i.tokens, "instance": i} for i in instances]
+
+
+def masked_lm_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss and accuracies of one batch, scoring the masked positions only."""
+    out = model(**batch, masked_only=True)
+    labels = batch["labels"][batch["labels"] != IGNORE_INDEX]
+    logs = {"mlm_loss": out.mlm_loss.item(), "mlm_acc": (out.mlm_logits.argmax(-1) == labels).float().mean().item()}
+    if out.nsp_loss is not None:
+        nsp_labels = batch["next_sentence_label"]
+        logs.update(nsp_loss=out.nsp_loss.item(), nsp_acc=(out.nsp_logits.argmax(-1) == nsp_labels).float().mean().item())
+    return out.loss, logs
+
+
+def pretrain(settings: PretrainSettings) -> History:
+    """Run pre-training; every input is checked before anything is written under `settings.out`."""
+    set_seed(settings.train.seed)
+    model_dir = resolve_model_dir(settings.model) if settings.model else None
+    tokenizer = _tokenizer(settings, model_dir)
+    model = _model(settings, model_dir, tokenizer)
+    out = Path(settings.out)
+    if settings.resume and not (out / "trainer_state" / "state.pt").is_file():
+        raise BertkitError(f"--resume: nothing to resume in {out} (no trainer_state/state.pt)")
+    shards = Shards.open_or_build(settings.corpus, tokenizer, out / "shards", chinese_words=settings.chinese_words)
+    train_docs, held_docs = _split_documents(shards.num_documents, settings.nsp)
+    rng = random.Random(settings.train.seed)
+    train = create_instances(shards, settings.max_seq_len, rng, nsp=settings.nsp, documents=train_docs)
+    held = create_instances(shards, settings.max_seq_len, rng, nsp=settings.nsp, documents=held_docs) if held_docs else []
+    print(f"{shards.num_documents} documents, {len(shards.tokens)} tokens; {len(train)} training sequences, "
+          f"{len(held)} held out")
+
+    def collate_fn(features: list[Feature], seed: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed)
+        return pretraining_collate([f["instance"] for f in features], tokenizer, generator, settings.whole_word_mask)
+
+    def evaluate(trained: torch.nn.Module) -> dict[str, Any]:
+        totals: dict[str, float] = {}
+        batches = 0
+        size = settings.train.batch_size
+        device = next(trained.parameters()).device
+        for start in range(0, len(held), size):
+            batch = collate_fn(_as_features(held[start : start + size]), seed=start)  # the same masks every time
+            _, logs = masked_lm_step(trained, {k: v.to(device) for k, v in batch.items()})
+            for key, value in logs.items():
+                totals[key] = totals.get(key, 0.0) + value
+            batches += 1
+        return {key.replace("_acc", "_accuracy"): value / batches for key, value in totals.items()}
+
+    def save(trained: torch.nn.Module, directory: Path) -> None:
+        save_model(trained, directory)
+        tokenizer.save_pretrained(directory)
+
+    trainer = Trainer(
+        model, _as_features(train), settings.train, out, tokenizer.pad_token_id, save,
+        evaluate=evaluate if held else None, main_metric="mlm_accuracy" if held else None,
+        collate_fn=collate_fn, loss_fn=masked_lm_step,
+    )
+    return trainer.fit(resume=settings.resume)
