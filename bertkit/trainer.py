@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bertkit import dist
 from bertkit.batching import Feature, collate, training_batches
 from bertkit.checkpoint import atomic_write_text
 from bertkit.errors import BertkitError
@@ -123,16 +124,28 @@ class Trainer:
         self.save = save
         self.evaluate = evaluate
         self.main_metric = main_metric
-        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # Under torchrun each process takes every world-th batch; gradients are averaged across them.
+        self.rank, self.world, default_device = dist.init()
+        self.device = device or default_device
+        self.is_main = self.rank == 0
         self.use_bf16 = config.bf16 and bf16_available(self.device)
         self.lengths = [len(f["input_ids"]) for f in features]
-        batches_per_epoch = math.ceil(len(features) / config.batch_size)
+        batches_per_epoch = math.ceil(len(features) / config.batch_size) // self.world
+        if batches_per_epoch == 0:
+            raise BertkitError(f"{len(features)} examples give no batch to each of {self.world} processes")
         self.steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
         total = config.max_steps or self.steps_per_epoch * config.epochs
         self.epochs = math.ceil(total / self.steps_per_epoch)
         self.collate_fn = collate_fn or (lambda batch, seed: collate(batch, pad_token_id))
         self.loss_fn = loss_fn or (lambda model, batch: (model(**batch).loss, {}))
         self.model.to(self.device)
+        self.wrapped = (
+            # find_unused_parameters: pre-training without NSP leaves the NSP head and pooler out of the loss.
+            torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device] if self.device.type == "cuda" else None, find_unused_parameters=True
+            )
+            if self.world > 1 else model
+        )
         self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
         self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * total), total)
         self.history = History()
@@ -147,6 +160,8 @@ class Trainer:
         return self.out_dir / STATE_DIR / "state.pt"
 
     def save_state(self) -> None:
+        if not self.is_main:
+            return
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -168,7 +183,7 @@ class Trainer:
             raise BertkitError(f"--resume: nothing to resume in {self.out_dir} (no {STATE_DIR}/state.pt)")
         state = torch.load(self.state_path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # every process restores the same state
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.batches_done, self.global_step = state["epoch"], state["batches_done"], state["global_step"]
         self.history = History(**state["history"])
@@ -196,41 +211,51 @@ class Trainer:
                     record["dev"] = self.evaluate(self.model)
                 self.model.train()
             self.history.epochs.append(record)
-            self._report(record)
+            if self.is_main:
+                self._report(record)
             stop = self._keep_best(record)
             self.epoch, self.batches_done = epoch + 1, 0
             self.save_state()
+            dist.barrier()  # nobody races ahead of a state that may be needed for a resume
             if self.config.max_steps and self.global_step >= self.config.max_steps:
                 break
-            if stop:
+            if stop and self.is_main:
                 print(f"early stopping: no better {self.main_metric} for {self.config.patience} epochs", file=sys.stderr)
                 break
-        if self.evaluate is None or self.history.best is None:
-            self.save(self.model, self.out_dir)
-        self._write_metrics()
-        shutil.rmtree(self.out_dir / STATE_DIR, ignore_errors=True)
+        if self.is_main:
+            if self.evaluate is None or self.history.best is None:
+                self.save(self.model, self.out_dir)
+            self._write_metrics()
+            shutil.rmtree(self.out_dir / STATE_DIR, ignore_errors=True)
+        dist.barrier()
         return self.history
 
     def _train_epoch(self) -> float:
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + self.epoch)
+        # Every process draws the same batch list and keeps its share, all of equal length.
         batches = training_batches(self.lengths, self.config.batch_size, generator)
+        batches = batches[self.rank : len(batches) // self.world * self.world : self.world]
         accum = self.config.grad_accum
         total_loss, counted = 0.0, 0
         bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                   unit="batch", dynamic_ncols=True, disable=None)
+                   unit="batch", dynamic_ncols=True, disable=None if self.is_main else True)
         tokens, started = 0, time.perf_counter()
         for index in range(self.batches_done, len(batches)):
-            seed = (self.config.seed * 1_000_003 + self.epoch) * 1_000_003 + index
+            seed = ((self.config.seed * 1_000_003 + self.epoch) * 1_000_003 + index) * self.world + self.rank
             batch = self.collate_fn([self.features[i] for i in batches[index]], seed)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             tokens += int(batch["attention_mask"].sum())
-            with autocast(self.device, self.use_bf16):
-                loss, logs = self.loss_fn(self.model, batch)
             # The last accumulation group of an epoch may be short: scale by its real size.
             group = min(accum, len(batches) - (index - index % accum))
-            (loss / group).backward()
+            last_micro_step = (index + 1) % accum == 0 or index + 1 == len(batches)
+            # Gradients are all-reduced once per optimizer step, not after every micro-batch.
+            sync = contextlib.nullcontext() if last_micro_step or self.world == 1 else self.wrapped.no_sync()
+            with sync:
+                with autocast(self.device, self.use_bf16):
+                    loss, logs = self.loss_fn(self.wrapped, batch)
+                (loss / group).backward()
             total_loss, counted = total_loss + loss.item(), counted + 1
-            if (index + 1) % accum == 0 or index + 1 == len(batches):
+            if last_micro_step:
                 self._step()
                 self.history.steps.append({"step": self.global_step, "loss": loss.item(), **logs})
                 shown = {"loss": f"{loss.item():.4f}", **{k: f"{v:.4g}" for k, v in logs.items()}}
@@ -255,13 +280,16 @@ class Trainer:
         self.global_step += 1
 
     def _keep_best(self, record: dict[str, Any]) -> bool:
-        """Save the model when the dev score improves; True when patience has run out."""
+        """Save the model when the dev score improves; True when patience has run out.
+
+        Every process evaluates (the same model, the same data), so all reach the same decision."""
         if self.evaluate is None:
             return False
         score = record["dev"][self.main_metric]
         if self.history.best is None or score > self.history.best:
             self.history.best, self.history.best_epoch = score, record["epoch"]
-            self.save(self.model, self.out_dir)
+            if self.is_main:
+                self.save(self.model, self.out_dir)
             return False
         return bool(self.config.patience) and record["epoch"] - self.history.best_epoch >= self.config.patience
 

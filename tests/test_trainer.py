@@ -9,10 +9,10 @@ from bertkit.model import BertConfig
 from bertkit.trainer import Trainer, TrainConfig, linear_schedule, make_optimizer
 
 
-def tiny_classifier(seed: int = 0) -> BertForSequenceClassification:
+def tiny_classifier(seed: int = 0, dropout: float = 0.1) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     return BertForSequenceClassification(config)
 
 
