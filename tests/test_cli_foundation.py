@@ -33,7 +33,7 @@ def test_tokenizer_train_bad_corpus_is_one_line(tmp_path, capsys):
 
 def test_demo_runs_offline_and_round_trips(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "bertkit.cli", "demo", "--out", str(tmp_path / "demo")],
+        [sys.executable, "-m", "bertkit.cli", "demo", "--encoder", "--out", str(tmp_path / "demo")],
         capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""}, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -43,6 +43,6 @@ def test_demo_runs_offline_and_round_trips(tmp_path):
 
 
 def test_missing_model_directory_is_one_line(tmp_path, capsys):
-    assert main(["demo", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["demo", "--encoder", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err == f"bertkit: error: {tmp_path / 'nope'}: no such model directory\n"

