@@ -87,6 +87,7 @@ class StoryConfig:
     finetune_epochs: int = 4
     finetune_lr: float = 1e-4
     seeds: tuple[int, ...] = (1, 2, 3)
+    max_documents: int | None = None  # cap on the pre-training corpus, for quick checks
 
 
 def _write_jsonl(rows: list[tuple[str, str]], path: Path) -> Path:
@@ -118,6 +119,7 @@ def run_story(config: StoryConfig) -> dict:
     test_texts = {text for text, _ in test}
     # Unlabelled text for pre-training: People's Daily and every review outside the test split.
     documents = peoples_daily_sentences() + [split_sentences(t) for t, _ in reviews if t not in test_texts]
+    documents = documents[: config.max_documents]
     corpus = out / "corpus.txt"
     corpus.write_text("\n\n".join("\n".join(d) for d in documents if d) + "\n", encoding="utf-8")
     print(f"[1/4] corpus: {len(documents)} documents, {corpus.stat().st_size / 1e6:.1f} MB; "

@@ -1,0 +1,22 @@
+"""The main job's pipeline, shrunk: pre-train, fine-tune both ways, compare, predict, plot."""
+
+from __future__ import annotations
+
+import json
+
+from bertkit.demo import StoryConfig, run_story
+
+
+def test_story_runs_end_to_end_on_a_small_budget(tmp_path, capsys):
+    config = StoryConfig(out=str(tmp_path / "story"), model_size="tiny", pretrain_steps=3, pretrain_batch_size=8,
+                         max_seq_len=32, vocab_size=1500, train_size=32, test_size=32, finetune_epochs=1, seeds=(1, 2),
+                         max_documents=300)
+    results = run_story(config)
+    out = tmp_path / "story"
+    for name in ("comparison.png", "results.json", "pretrained/training_curve.png", "pretrained/model.safetensors",
+                 "random_init/model.safetensors", "finetuned/pre-trained-seed1/metrics.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "results.json").read_text())["accuracy"] == results["accuracy"]
+    assert {len(v) for v in results["accuracy"].values()} == {2}
+    printed = capsys.readouterr().out
+    assert "pre-training adds" in printed and printed.count("gold") == 5
