@@ -55,6 +55,7 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
+    from bertkit.dist import is_main
     from bertkit.pretrain import PretrainSettings, pretrain
     from bertkit.trainer import TrainConfig
 
@@ -72,7 +73,8 @@ def _pretrain(args: argparse.Namespace) -> None:
     history = pretrain(settings)
     last = history.epochs[-1].get("dev", {}) if history.epochs else {}
     summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items())
-    print(f"model in {args.out}" + (f"; held-out {summary}" if summary else ""), file=sys.stderr)
+    if is_main():
+        print(f"model in {args.out}" + (f"; held-out {summary}" if summary else ""), file=sys.stderr)
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -31,6 +31,11 @@ def init() -> tuple[int, int, torch.device]:
     return torch_dist.get_rank(), world, device
 
 
+def is_main() -> bool:
+    """Whether this process logs and saves: rank 0, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def barrier() -> None:
     if torch_dist.is_initialized():
         torch_dist.barrier()

@@ -121,7 +121,8 @@ class BertForPreTraining(_HeadModel):
             selected = labels != IGNORE_INDEX
             hidden, labels = hidden[selected], labels[selected]
         mlm_logits = self.mlm(hidden, self.bert.embeddings.word.weight)
-        nsp_logits = self.nsp(out.pooler_output)
+        # Trained on MLM alone (labels but no NSP labels), the NSP head is left out of the graph.
+        nsp_logits = self.nsp(out.pooler_output) if next_sentence_label is not None or labels is None else None
         mlm_loss = _cross_entropy(mlm_logits, labels) if labels is not None else None
         nsp_loss = _cross_entropy(nsp_logits, next_sentence_label) if next_sentence_label is not None else None
         parts = [x for x in (mlm_loss, nsp_loss) if x is not None]

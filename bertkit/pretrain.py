@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from bertkit import dist
 from bertkit.batching import Feature
 from bertkit.checkpoint import load_model, resolve_model_dir, save_model
 from bertkit.data.pretrain import Instance, Shards, create_instances, pretraining_collate
@@ -110,21 +111,30 @@ def masked_lm_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tu
 def pretrain(settings: PretrainSettings) -> History:
     """Run pre-training; every input is checked before anything is written under `settings.out`."""
     set_seed(settings.train.seed)
+    rank, _, _ = dist.init()
     model_dir = resolve_model_dir(settings.model) if settings.model else None
-    tokenizer = _tokenizer(settings, model_dir)
-    model = _model(settings, model_dir, tokenizer)
     out = Path(settings.out)
     if settings.resume and not (out / "trainer_state" / "state.pt").is_file():
         raise BertkitError(f"--resume: nothing to resume in {out} (no trainer_state/state.pt)")
-    # Word boundaries (jieba for Chinese) cost time at build and matter only to whole-word masking.
-    chinese_words = settings.chinese_words if settings.whole_word_mask else False
-    shards = Shards.open_or_build(settings.corpus, tokenizer, out / "shards", chinese_words=chinese_words)
+    # Under torchrun, rank 0 alone trains the vocab and builds the shards; the others then read them.
+    if rank == 0:
+        tokenizer = _tokenizer(settings, model_dir)
+        # Word boundaries (jieba for Chinese) cost time at build and matter only to whole-word masking.
+        chinese_words = settings.chinese_words if settings.whole_word_mask else False
+        shards = Shards.open_or_build(settings.corpus, tokenizer, out / "shards", chinese_words=chinese_words)
+    dist.barrier()
+    if rank != 0:
+        trained_here = not (settings.tokenizer or model_dir)
+        tokenizer = BertTokenizer.from_pretrained(out) if trained_here else _tokenizer(settings, model_dir)
+        shards = Shards.open(out / "shards")
+    model = _model(settings, model_dir, tokenizer)
     train_docs, held_docs = _split_documents(shards.num_documents, settings.nsp)
     rng = random.Random(settings.train.seed)
     train = create_instances(shards, settings.max_seq_len, rng, nsp=settings.nsp, documents=train_docs)
     held = create_instances(shards, settings.max_seq_len, rng, nsp=settings.nsp, documents=held_docs) if held_docs else []
-    print(f"{shards.num_documents} documents, {len(shards.tokens)} tokens; {len(train)} training sequences, "
-          f"{len(held)} held out")
+    if rank == 0:
+        print(f"{shards.num_documents} documents, {len(shards.tokens)} tokens; {len(train)} training sequences, "
+              f"{len(held)} held out")
 
     def collate_fn(features: list[Feature], seed: int) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(seed)
@@ -151,5 +161,6 @@ def pretrain(settings: PretrainSettings) -> History:
         model, _as_features(train), settings.train, out, tokenizer.pad_token_id, save,
         evaluate=evaluate if held else None, main_metric="mlm_accuracy" if held else None,
         collate_fn=collate_fn, loss_fn=masked_lm_step,
+        find_unused_parameters=not settings.nsp,  # without NSP the NSP head and pooler get no gradient
     )
     return trainer.fit(resume=settings.resume)

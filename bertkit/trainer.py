@@ -110,10 +110,12 @@ class Trainer:
         device: torch.device | None = None,
         collate_fn: Callable[[list[Feature], int], dict[str, torch.Tensor]] | None = None,
         loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]] | None = None,
+        find_unused_parameters: bool = False,
     ) -> None:
         """`collate_fn(features, seed)` builds a batch; the seed is fixed by (run seed, epoch, batch), so
         random batch contents (dynamic masking) come out the same after a resume. `loss_fn(model, batch)`
-        returns the loss and extra figures for the progress bar; the default is the model's own loss."""
+        returns the loss and extra figures for the progress bar; the default is the model's own loss.
+        `find_unused_parameters` is for models part of which the loss may skip (DDP must be told)."""
         if not features:
             raise BertkitError("no training examples")
         self.model = model
@@ -140,9 +142,9 @@ class Trainer:
         self.loss_fn = loss_fn or (lambda model, batch: (model(**batch).loss, {}))
         self.model.to(self.device)
         self.wrapped = (
-            # find_unused_parameters: pre-training without NSP leaves the NSP head and pooler out of the loss.
             torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device] if self.device.type == "cuda" else None, find_unused_parameters=True
+                model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters,
             )
             if self.world > 1 else model
         )
