@@ -86,3 +86,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_model(BertModel(config), path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """Run the `bertkit` command in-process: (exit code, stdout, stderr)."""
+    from bertkit.cli import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

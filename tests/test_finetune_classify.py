@@ -11,6 +11,7 @@ import transformers
 
 from bertkit.checkpoint import load_pretrained
 from bertkit.cli import main
+from tests.conftest import run_cli
 
 POSITIVE = ["good movie", "great film", "i love the plot", "fun story", "the actor was great", "love love love"]
 NEGATIVE = ["bad movie", "awful film", "i hate the plot", "boring story", "the actor was awful", "hate hate hate"]
@@ -26,11 +27,6 @@ def sentiment_files(tmp_path: Path) -> tuple[Path, Path]:
     rows = [(t, "pos") for t in POSITIVE] + [(t, "neg") for t in NEGATIVE]
     return write_csv(tmp_path / "train.csv", rows * 3), write_csv(tmp_path / "dev.csv", rows)
 
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_finetune_evaluate_predict_and_transformers_parity(tiny_model_dir, sentiment_files, tmp_path, capsys):

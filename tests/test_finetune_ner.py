@@ -10,6 +10,7 @@ import transformers
 
 from bertkit.checkpoint import load_pretrained
 from bertkit.cli import main
+from tests.conftest import run_cli
 
 ENGLISH = [
     (["john", "smith", "lives", "in", "paris", "."], ["B-PER", "I-PER", "O", "O", "B-LOC", "O"]),
@@ -26,11 +27,6 @@ def write_conll(path, sentences) -> None:
     path.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(*s)) for s in sentences) + "\n", encoding="utf-8")
 
 
-def run(args, capsys):
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 
 def test_finetune_evaluate_predict_and_transformers_parity(tiny_model_dir, tmp_path, capsys):
     train = tmp_path / "train.conll"
@@ -39,21 +35,21 @@ def test_finetune_evaluate_predict_and_transformers_parity(tiny_model_dir, tmp_p
     dev.write_text("".join(json.dumps({"tokens": w, "tags": t}, ensure_ascii=False) + "\n" for w, t in ENGLISH + CHINESE),
                    encoding="utf-8")
     out = tmp_path / "ner"
-    code, _, err = run(["finetune", "ner", "--model", str(tiny_model_dir), "--train", str(train), "--dev", str(dev),
+    code, _, err = run_cli(["finetune", "ner", "--model", str(tiny_model_dir), "--train", str(train), "--dev", str(dev),
                         "--out", str(out), "--epochs", "12", "--batch-size", "4", "--lr", "5e-3",
                         "--max-seq-len", "8", "--stride", "2"], capsys)  # 8 tokens: long sentences run in windows
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"]["0"] == "O" and config["architectures"] == ["BertForTokenClassification"]
 
-    code, stdout, err = run(["evaluate", "--model", str(out), "--data", str(dev)], capsys)
+    code, stdout, err = run_cli(["evaluate", "--model", str(out), "--data", str(dev)], capsys)
     assert code == 0, err
     metrics = json.loads(stdout)
     assert {"precision", "recall", "f1"} <= set(metrics)
     assert metrics["f1"] == pytest.approx(json.loads((out / "metrics.json").read_text())["best"])
     assert metrics["f1"] >= 0.8, "the toy task should be learned"
 
-    code, stdout, err = run(["predict", "--model", str(out), "john smith lives in paris .", "我在北京大学工作"], capsys)
+    code, stdout, err = run_cli(["predict", "--model", str(out), "john smith lives in paris .", "我在北京大学工作"], capsys)
     assert code == 0, err
     english, chinese = (json.loads(line) for line in stdout.splitlines())
     text = "john smith lives in paris ."
@@ -80,7 +76,7 @@ def test_bad_ner_input_is_one_line_and_writes_nothing(content, expected, tiny_mo
     train = tmp_path / "train.jsonl"
     train.write_text(content, encoding="utf-8")
     out = tmp_path / "out"
-    code, _, err = run(["finetune", "ner", "--model", str(tiny_model_dir), "--train", str(train), "--out", str(out)], capsys)
+    code, _, err = run_cli(["finetune", "ner", "--model", str(tiny_model_dir), "--train", str(train), "--out", str(out)], capsys)
     assert code == 2 and expected in err and err.count("\n") == 1, err
     assert not out.exists()
 
@@ -89,6 +85,6 @@ def test_unseen_dev_tag(tiny_model_dir, tmp_path, capsys):
     train, dev = tmp_path / "train.conll", tmp_path / "dev.conll"
     write_conll(train, ENGLISH)
     write_conll(dev, [(["paris"], ["B-MISC"])])
-    code, _, err = run(["finetune", "ner", "--model", str(tiny_model_dir), "--train", str(train), "--dev", str(dev),
+    code, _, err = run_cli(["finetune", "ner", "--model", str(tiny_model_dir), "--train", str(train), "--dev", str(dev),
                         "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "dev.conll:1: tag 'B-MISC' is not one of the training tags" in err

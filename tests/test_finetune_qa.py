@@ -10,6 +10,7 @@ import transformers
 
 from bertkit.checkpoint import load_pretrained
 from bertkit.cli import main
+from tests.conftest import run_cli
 
 CONTEXTS = [
     ("john smith lives in paris . he works at google .", [("where does john smith live ?", "paris"), ("who works at google ?", "john smith")]),
@@ -28,22 +29,17 @@ def squad(version_2: bool = False) -> dict:
     return {"version": "v2.0" if version_2 else "v1.1", "data": [{"title": "toy", "paragraphs": paragraphs}]}
 
 
-def run(args, capsys):
-    code = main(args)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 
 @pytest.mark.parametrize("version_2", [False, True], ids=["squad1", "squad2"])
 def test_finetune_evaluate_predict_and_transformers_parity(version_2, tiny_model_dir, tmp_path, capsys):
     data = tmp_path / "train.json"
     data.write_text(json.dumps(squad(version_2)), encoding="utf-8")
     out = tmp_path / "qa"
-    code, _, err = run(["finetune", "qa", "--model", str(tiny_model_dir), "--train", str(data), "--dev", str(data),
+    code, _, err = run_cli(["finetune", "qa", "--model", str(tiny_model_dir), "--train", str(data), "--dev", str(data),
                         "--out", str(out), "--epochs", "25", "--batch-size", "4", "--lr", "5e-3",
                         "--max-seq-len", "24", "--doc-stride", "6"], capsys)  # short windows: contexts span several
     assert code == 0, err
-    code, stdout, err = run(["evaluate", "--model", str(out), "--data", str(data)], capsys)
+    code, stdout, err = run_cli(["evaluate", "--model", str(out), "--data", str(data)], capsys)
     assert code == 0, err
     metrics = json.loads(stdout)
     assert metrics["exact_match"] >= 50 and metrics["f1"] >= metrics["exact_match"]
@@ -52,7 +48,7 @@ def test_finetune_evaluate_predict_and_transformers_parity(version_2, tiny_model
     queries = tmp_path / "q.jsonl"
     context = CONTEXTS[0][0]
     queries.write_text(json.dumps({"question": "where does john smith live ?", "context": context}) + "\n", encoding="utf-8")
-    code, stdout, err = run(["predict", "--model", str(out), "--input", str(queries)], capsys)
+    code, stdout, err = run_cli(["predict", "--model", str(out), "--input", str(queries)], capsys)
     assert code == 0, err
     prediction = json.loads(stdout)
     assert set(prediction) >= {"answer", "start", "end", "score"}
@@ -75,7 +71,7 @@ def test_answer_that_does_not_match_its_context(tiny_model_dir, tmp_path, capsys
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     out = tmp_path / "out"
-    code, _, err = run(["finetune", "qa", "--model", str(tiny_model_dir), "--train", str(path), "--out", str(out)], capsys)
+    code, _, err = run_cli(["finetune", "qa", "--model", str(tiny_model_dir), "--train", str(path), "--out", str(out)], capsys)
     assert code == 2 and "bad.json" in err and "does not match" in err and err.count("\n") == 1, err
     assert not out.exists()
 
@@ -86,5 +82,5 @@ def test_qa_predict_needs_question_and_context(tiny_model_dir, tmp_path, capsys)
     out = tmp_path / "qa"
     assert main(["finetune", "qa", "--model", str(tiny_model_dir), "--train", str(data), "--out", str(out), "--epochs", "1"]) == 0
     capsys.readouterr()
-    code, _, err = run(["predict", "--model", str(out), "just a text"], capsys)
+    code, _, err = run_cli(["predict", "--model", str(out), "just a text"], capsys)
     assert code == 2 and "question" in err and err.count("\n") == 1

@@ -9,6 +9,7 @@ import torch
 import transformers
 
 from bertkit.cli import main
+from tests.conftest import run_cli
 from bertkit.pretrain import PretrainSettings, pretrain
 from bertkit.trainer import Trainer, TrainConfig
 
@@ -102,8 +103,8 @@ def test_whole_word_masking_and_no_nsp_run(tmp_path, corpus):
 
 
 def run(args, capsys):
-    code = main(args)
-    return code, capsys.readouterr().err
+    code, _, err = run_cli(args, capsys)
+    return code, err
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
