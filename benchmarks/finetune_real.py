@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import transformers
 
 from benchmarks.common import chinese_reviews, emit, machine, peoples_daily_ner, split

@@ -9,7 +9,6 @@ import torch
 import transformers
 
 from bertkit.checkpoint import load_pretrained
-from bertkit.cli import main
 from tests.conftest import run_cli
 
 ENGLISH = [
