@@ -206,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BertkitError as exc:
         print(f"bertkit: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, an unwritable --out: the system's own words, on one line
+        print(f"bertkit: error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("bertkit: interrupted", file=sys.stderr)
         return 130
