@@ -94,6 +94,14 @@ def _predict(args: argparse.Namespace) -> None:
         print(json.dumps(prediction, ensure_ascii=False))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from bertkit.server import ServerLimits, serve
+
+    limits = ServerLimits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                          max_texts=args.max_texts, max_chars=args.max_chars)
+    serve(args.model, args.host, args.port, limits, threads=args.threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertkit", description="BERT end to end: tokenize, pre-train, fine-tune, serve.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -188,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", metavar="TEXT")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
+
+    serve = command(commands, "serve", _serve, "serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)")
+    serve.add_argument("--model", required=True)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch-size", type=int, default=32, help="texts per model batch, gathered across requests")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
+    serve.add_argument("--max-texts", type=int, default=64, help="texts (QA: items) per request; more is refused (413)")
+    serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text; longer is refused (413)")
+    serve.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
 
     demo = command(commands, "demo", _demo, "pre-train a small Chinese BERT, fine-tune it, and compare with no pre-training")
     demo.add_argument("--out", default=None, help="output directory (default: runs/story, or runs/demo with --encoder)")

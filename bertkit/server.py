@@ -1,0 +1,323 @@
+"""`bertkit serve`: a fine-tuned model behind HTTP, with a small web page to try it.
+
+`POST /v1/predict` answers the model's own task with `{"predictions": [...]}`, each item the same JSON as a
+`bertkit predict` line. Concurrent requests are gathered into one model batch (micro-batching): a single
+worker takes requests off a queue until it holds `max_batch_size` texts or `max_wait_ms` has passed, runs
+the Predictor in a thread, and hands each request its own slice of the results. Bad input is answered with
+422 (413 when it is over a limit, 400 when the body is not UTF-8) and a one-line message, never with a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import uvicorn
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from bertkit.data.classify import ClassifyExample
+from bertkit.data.qa import QAExample
+from bertkit.errors import BertkitError
+from bertkit.inference import Predictor
+
+INDEX_HTML = Path(__file__).parent / "static" / "index.html"
+
+# What a request for each task looks like, for error messages.
+_PAYLOAD_OF_TASK = {
+    "classify": '{"texts": [...]} (and "text_pairs": [...] for sentence pairs)',
+    "ner": '{"texts": [...]}',
+    "qa": '{"items": [{"question": ..., "context": ...}, ...]} or {"question": ..., "context": ...}',
+}
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """How requests are batched, and how much one request may ask for."""
+
+    max_batch_size: int = 32  # texts (QA: question/context items) per model batch
+    max_wait_ms: float = 10.0  # how long the first request of a batch waits for company
+    max_texts: int = 64  # texts (QA: items) per request
+    max_chars: int = 10_000  # characters per text, text pair, question or context
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_texts", "max_chars"):
+            if getattr(self, name) < 1:
+                raise BertkitError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_wait_ms < 0:
+            raise BertkitError("--max-wait-ms must not be negative")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """A request body no valid request needs: every text and pair at the limit, each char JSON-escaped (6 bytes)."""
+        return 2 * self.max_texts * (6 * self.max_chars + 16) + 4096
+
+
+class QAItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str
+    context: str
+
+
+class PredictRequest(BaseModel):
+    """One of: `texts` (classification, NER), `texts` + `text_pairs` (sentence-pair classification),
+    `items` (QA), or a single `question` + `context` (QA)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] | None = Field(None, min_length=1, description="classification and NER: the texts")
+    text_pairs: list[str] | None = Field(
+        None, min_length=1, description="sentence-pair classification: the second text of each pair"
+    )
+    items: list[QAItem] | None = Field(None, min_length=1, description="question answering: questions and contexts")
+    question: str | None = Field(None, description="question answering, one item: the question")
+    context: str | None = Field(None, description="question answering, one item: the context")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[dict[str, Any]] = Field(description="one per text or item, in request order, as `bertkit predict` writes them")
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model: str
+    task: str
+    labels: list[str] | None = Field(description="the model's labels (classification) or tags (NER); null for QA")
+    pairs: bool = Field(description="classification: the model was fine-tuned on sentence pairs")
+    backend: str
+
+
+_EXAMPLES = {
+    "classify": {"summary": "classification", "value": {"texts": ["a great film", "a boring plot"]}},
+    "pairs": {"summary": "sentence-pair classification",
+              "value": {"texts": ["a man is eating"], "text_pairs": ["someone eats food"]}},
+    "ner": {"summary": "NER", "value": {"texts": ["John Smith lives in Paris ."]}},
+    "qa": {"summary": "question answering",
+           "value": {"items": [{"question": "Where does John live?", "context": "John lives in Paris."}]}},
+    "qa_one": {"summary": "question answering, one item",
+               "value": {"question": "Where does John live?", "context": "John lives in Paris."}},
+}
+
+
+@dataclass
+class _Job:
+    examples: list[Any]
+    pairs: bool  # sentence-pair examples are encoded apart from single texts
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    """Gathers concurrent requests into model batches; one worker, so the model runs one batch at a time."""
+
+    def __init__(self, predictor: Predictor, max_batch_size: int, max_wait_ms: float) -> None:
+        self.predictor = predictor
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._held: _Job | None = None  # a job that did not fit in the last batch: it opens the next one
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-predict")
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._executor.shutdown(wait=True)
+
+    async def predict(self, examples: list[Any], pairs: bool = False) -> list[dict]:
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(examples, pairs, future))
+        return await future
+
+    async def _collect(self) -> list[_Job]:
+        """The next batch: the first job, then whatever arrives within max_wait while it fits in max_batch_size."""
+        loop = asyncio.get_running_loop()
+        first, self._held = self._held or await self._queue.get(), None
+        jobs, size = [first], len(first.examples)
+        deadline = loop.time() + self.max_wait_s
+        while size < self.max_batch_size:
+            try:
+                if self._queue.empty():
+                    job = await asyncio.wait_for(self._queue.get(), max(deadline - loop.time(), 0))
+                else:
+                    job = self._queue.get_nowait()
+            except asyncio.TimeoutError:
+                break
+            if size + len(job.examples) > self.max_batch_size:
+                self._held = job
+                break
+            jobs.append(job)
+            size += len(job.examples)
+        return jobs
+
+    async def _run(self) -> None:
+        while True:
+            jobs = [job for job in await self._collect() if not job.future.done()]  # skip requests already gone
+            for pairs in (False, True):
+                group = [job for job in jobs if job.pairs == pairs]
+                if group:
+                    await self._predict(group)
+
+    async def _predict(self, jobs: list[_Job]) -> None:
+        """One model call for the jobs; if it fails, each job alone, so one request's bad input fails only it."""
+        examples = [example for job in jobs for example in job.examples]
+        try:
+            predictions = await asyncio.get_running_loop().run_in_executor(self._executor, self.predictor.predict, examples)
+        except Exception as exc:
+            if len(jobs) > 1:
+                for job in jobs:
+                    await self._predict([job])
+            elif not jobs[0].future.done():
+                jobs[0].future.set_exception(exc)
+            return
+        start = 0
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(predictions[start : start + len(job.examples)])
+            start += len(job.examples)
+
+
+def _check_length(name: str, index: int, text: str, limits: ServerLimits) -> None:
+    if len(text) > limits.max_chars:
+        raise HTTPException(413, f"{name}[{index}] has {len(text)} characters; the limit is {limits.max_chars} (--max-chars)")
+    if not text.strip():
+        raise HTTPException(422, f"{name}[{index}] is empty")
+
+
+def _check_count(count: int, what: str, limits: ServerLimits) -> None:
+    if count > limits.max_texts:
+        raise HTTPException(413, f"{count} {what} in one request; the limit is {limits.max_texts} (--max-texts)")
+
+
+def _examples(predictor: Predictor, request: PredictRequest, limits: ServerLimits) -> tuple[list[Any], bool]:
+    """The request as the task's examples (and whether they are sentence pairs); HTTPException when it is not one."""
+    task = predictor.task.name
+    given = {name for name, value in request if value is not None}
+    allowed = {"classify": {"texts", "text_pairs"}, "ner": {"texts"}, "qa": {"items", "question", "context"}}[task]
+    if not given:
+        raise HTTPException(422, f"the request is empty; this model ({task}) takes {_PAYLOAD_OF_TASK[task]}")
+    if not given <= allowed or (task != "qa" and "texts" not in given):
+        raise HTTPException(422, f"this model ({task}) takes {_PAYLOAD_OF_TASK[task]}, not {', '.join(sorted(given))}")
+
+    if task == "qa":
+        if request.items is not None and (request.question is not None or request.context is not None):
+            raise HTTPException(422, 'give either "items" or one "question" and "context", not both')
+        if request.items is None and (request.question is None or request.context is None):
+            raise HTTPException(422, 'a single item needs both "question" and "context"')
+        items = request.items if request.items is not None else [QAItem(question=request.question, context=request.context)]
+        _check_count(len(items), "items", limits)
+        for i, item in enumerate(items):
+            _check_length("question", i, item.question, limits)
+            _check_length("context", i, item.context, limits)
+        return [QAExample(str(i), item.question, item.context, []) for i, item in enumerate(items)], False
+
+    texts = request.texts
+    _check_count(len(texts), "texts", limits)
+    for i, text in enumerate(texts):
+        _check_length("texts", i, text, limits)
+    if request.text_pairs is None:
+        return predictor.from_texts(texts), False
+    if len(request.text_pairs) != len(texts):
+        raise HTTPException(422, f"{len(texts)} texts but {len(request.text_pairs)} text_pairs; give one pair per text")
+    for i, pair in enumerate(request.text_pairs):
+        _check_length("text_pairs", i, pair, limits)
+    return [ClassifyExample(text, pair, None, i + 1) for i, (text, pair) in enumerate(zip(texts, request.text_pairs))], True
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """Pydantic's errors on one line: `texts.0: Input should be a valid string; ...`."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"] if part != "body")
+        message = error["msg"]
+        if error.get("type") == "json_invalid":
+            message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})"
+            where = ""
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def create_app(predictor: Predictor, limits: ServerLimits | None = None) -> FastAPI:
+    """The HTTP app for one Predictor; the micro-batching worker runs while the app does (its lifespan)."""
+    limits = limits or ServerLimits()
+    task = predictor.task.name
+    id2label = predictor.config.id2label or {}
+    health = HealthResponse(
+        status="ok",
+        model=str(predictor.model_dir),
+        task=task,
+        labels=[id2label[i] for i in range(len(id2label))] if task != "qa" and id2label else None,
+        pairs=task == "classify" and bool(predictor.task.settings.get("text_pair_column")),
+        backend=getattr(predictor, "backend", "torch"),
+    )
+    state: dict[str, MicroBatcher] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state["batcher"] = MicroBatcher(predictor, limits.max_batch_size, limits.max_wait_ms)
+        state["batcher"].start()
+        yield
+        await state.pop("batcher").stop()
+
+    app = FastAPI(title="bertkit", summary=f"a fine-tuned BERT ({task}) over HTTP", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next):
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limits.max_body_bytes:
+            return JSONResponse({"detail": f"the request body has {length} bytes; the limit is {limits.max_body_bytes}"},
+                                status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(BertkitError)
+    async def bertkit_error(request: Request, exc: BertkitError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(INDEX_HTML, media_type="text/html")
+
+    @app.get("/health", response_model=HealthResponse)
+    async def get_health() -> HealthResponse:
+        """The model being served and its task: which request `/v1/predict` takes."""
+        return health
+
+    @app.post("/v1/predict", response_model=PredictResponse,
+              responses={413: {"description": "too many texts, or a text too long"},
+                         422: {"description": "a request the model's task cannot take"}})
+    async def predict(request: PredictRequest = Body(openapi_examples=_EXAMPLES)) -> dict[str, Any]:
+        """Predictions for the model's own task, one per text or item, each as a `bertkit predict` line."""
+        examples, pairs = _examples(predictor, request, limits)
+        return {"predictions": await state["batcher"].predict(examples, pairs)}
+
+    return app
+
+
+def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, limits: ServerLimits | None = None,
+          threads: int | None = None) -> None:
+    """Load the model and answer requests until interrupted."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    limits = limits or ServerLimits()
+    predictor = Predictor(model_dir, batch_size=limits.max_batch_size)
+    print(f"serving {predictor.model_dir} ({predictor.task.name}): web page http://{host}:{port}/, "
+          f"API docs http://{host}:{port}/docs", file=sys.stderr)
+    uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info")
