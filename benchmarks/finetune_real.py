@@ -42,7 +42,8 @@ def write_ner(rows: list[tuple[list[str], list[str]]], path: Path) -> Path:
 
 def run_bertkit(task: str, train_file: Path, test_file: Path, args: argparse.Namespace, seed: int, work: Path) -> tuple[float, float]:
     name = "classify" if task == "sentiment" else "ner"
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, bf16=args.bf16)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, bf16=args.bf16,
+                         group_by_length=args.group_by_length)
     out = work / f"bertkit-{seed}"
     start = time.perf_counter()
     finetune(TASKS[name]({"max_seq_len": args.max_len}), train_file, out, None, train_config=config)
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false")
+    parser.add_argument("--group-by-length", action="store_true", help="bertkit batches similar lengths together")
     args = parser.parse_args()
 
     rows = chinese_reviews() if args.task == "sentiment" else peoples_daily_ner()
@@ -149,7 +151,7 @@ def main() -> None:
     emit({
         "benchmark": f"finetune_{args.task}", "metric": metric, "seeds": args.seeds,
         "train_size": args.train_size, "test_size": args.test_size, "epochs": args.epochs, "batch_size": args.batch_size,
-        "lr": args.lr, "max_len": args.max_len, "bf16": args.bf16,
+        "lr": args.lr, "max_len": args.max_len, "bf16": args.bf16, "group_by_length": args.group_by_length,
         "bertkit_mean": round(statistics.mean(r["bertkit"] for r in results), 4),
         "transformers_mean": round(statistics.mean(r["transformers"] for r in results), 4),
         "bertkit_train_s_mean": round(statistics.mean(r["bertkit_train_s"] for r in results), 1),

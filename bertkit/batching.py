@@ -36,11 +36,11 @@ def collate(features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.T
 def training_batches(
     lengths: Sequence[int], batch_size: int, generator: torch.Generator, group_size: int = 50
 ) -> list[list[int]]:
-    """Shuffled batches of similar-length examples.
+    """Shuffled batches, of similar-length examples when `group_size` > 1.
 
     Shuffle everything, sort within groups of `group_size` batches by length, cut into batches, and
     shuffle the batch order: each epoch still sees a random order of random batches, but a batch
-    rarely pads a short text up to a long one.
+    rarely pads a short text up to a long one. With group_size 1 the batches are plain random ones.
     """
     order = torch.randperm(len(lengths), generator=generator).tolist()
     chunk = batch_size * group_size

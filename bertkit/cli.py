@@ -43,7 +43,7 @@ def _finetune(args: argparse.Namespace) -> None:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, grad_accum=args.grad_accum,
-        seed=args.seed, bf16=not args.no_bf16, patience=args.patience,
+        seed=args.seed, bf16=not args.no_bf16, patience=args.patience, group_by_length=args.group_by_length,
     )
     history = finetune(task_class(settings), args.train, args.out, args.model, args.dev, config,
                        eval_batch_size=args.eval_batch_size, resume=args.resume, overwrite=args.overwrite)
@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, default=42)
         sub.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better dev score (0: never)")
         sub.add_argument("--no-bf16", action="store_true", help="train in fp32 even where the CPU/GPU has bf16")
+        sub.add_argument("--group-by-length", action="store_true",
+                         help="batch examples of similar length (faster; default: random batches)")
         sub.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
         sub.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
         if name == "classify":

@@ -43,6 +43,10 @@ class TrainConfig:
     patience: int = 0  # stop after this many epochs without a better dev score; 0 never stops early
     save_every: int = 0  # also write a resumable state every N optimizer steps; 0 = at epoch ends only
     max_steps: int = 0  # stop after this many optimizer steps (the schedule spans them); 0 = run all epochs
+    # Batch examples of similar length (shuffled groups of 50 batches), as transformers' group_by_length.
+    # Off by default: batches are then drawn at random, as the transformers Trainer does, and the
+    # unpadded encoder already spends next to nothing on padding.
+    group_by_length: bool = False
 
 
 @dataclass
@@ -235,7 +239,8 @@ class Trainer:
     def _train_epoch(self) -> float:
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + self.epoch)
         # Every process draws the same batch list and keeps its share, all of equal length.
-        batches = training_batches(self.lengths, self.config.batch_size, generator)
+        group_size = 50 if self.config.group_by_length else 1
+        batches = training_batches(self.lengths, self.config.batch_size, generator, group_size)
         batches = batches[self.rank : len(batches) // self.world * self.world : self.world]
         accum = self.config.grad_accum
         total_loss, counted = 0.0, 0
