@@ -35,6 +35,13 @@ def interleave(texts: list[str], seed: int = 0) -> list[str]:
     return [texts[i] for i in order]
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine() -> dict[str, object]:
     cpu = "unknown"
     try:
@@ -50,7 +57,7 @@ def machine() -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": importlib.metadata.version("transformers"),
+        "transformers": _version("transformers"),
     }
 
 
