@@ -279,6 +279,7 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike) -> None:
         tmp_path = Path(tmp.name)
     try:
         save_file(state, str(tmp_path), metadata={"format": "pt"})
+        tmp_path.chmod(0o644)  # temporary files are private; a model directory is meant to be shared
         os.replace(tmp_path, out / "model.safetensors")
     finally:
         tmp_path.unlink(missing_ok=True)
