@@ -80,7 +80,8 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from bertkit.inference import Predictor
 
-    print(json.dumps(Predictor(args.model, args.batch_size, bf16=args.bf16).evaluate(args.data), ensure_ascii=False))
+    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16, backend=args.backend)
+    print(json.dumps(predictor.evaluate(args.data), ensure_ascii=False))
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -88,10 +89,21 @@ def _predict(args: argparse.Namespace) -> None:
 
     if bool(args.input) == bool(args.texts):
         raise BertkitError("give either --input FILE or texts on the command line")
-    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16)
+    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16, backend=args.backend)
     examples = predictor.read(args.input) if args.input else predictor.from_texts(args.texts)
     for prediction in predictor.predict(examples):
         print(json.dumps(prediction, ensure_ascii=False))
+
+
+def _export_onnx(args: argparse.Namespace) -> None:
+    from bertkit.export import export_onnx
+
+    result = export_onnx(args.model, args.out, quantize=args.quantize, opset=args.opset)
+    check = f"max |onnx - torch| {result.max_abs_diff:.1e} on a held-out batch"
+    if result.int8_max_abs_diff is not None:
+        check += f" (int8: {result.int8_max_abs_diff:.1e})"
+    print(f"wrote {result.path} ({result.quantize or 'fp32'}, {result.size_bytes / 2**20:.1f} MiB, "
+          f"outputs {', '.join(result.outputs)}; {check})", file=sys.stderr)
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -191,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
+    evaluate.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                          help="onnx: ONNX Runtime on DIR/model.onnx (from `bertkit export onnx`)")
 
     predict = command(commands, "predict", _predict, "predict with a fine-tuned model (JSON lines, in input order)")
     predict.add_argument("--model", required=True)
@@ -198,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", metavar="TEXT")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
+    predict.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                         help="onnx: ONNX Runtime on DIR/model.onnx (from `bertkit export onnx`)")
 
     serve = command(commands, "serve", _serve, "serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)")
     serve.add_argument("--model", required=True)
@@ -208,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-texts", type=int, default=64, help="texts (QA: items) per request; more is refused (413)")
     serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text; longer is refused (413)")
     serve.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+    export = commands.add_parser("export", help="export a model for other runtimes").add_subparsers(
+        dest="export_format", required=True, metavar="FORMAT"
+    )
+    onnx = command(export, "onnx", _export_onnx,
+                   "export a model directory to ONNX (dynamic batch and length), checked against PyTorch")
+    onnx.add_argument("--model", required=True, help="model directory (fine-tuned, or a bare encoder)")
+    onnx.add_argument("--out", help="the .onnx file to write (default: DIR/model.onnx, where --backend onnx looks)")
+    onnx.add_argument("--quantize", choices=["int8"], help="write the int8 graph (dynamically quantized weights) instead of the fp32 one")
+    onnx.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
 
     demo = command(commands, "demo", _demo, "pre-train a small Chinese BERT, fine-tune it, and compare with no pre-training")
     demo.add_argument("--out", default=None, help="output directory (default: runs/story, or runs/demo with --encoder)")

@@ -1,5 +1,10 @@
 """Predictor: a fine-tuned model directory in, JSON-ready predictions out. Shared by `predict`,
-`evaluate` and the server."""
+`evaluate` and the server.
+
+Two backends run the model: PyTorch (the weights in the directory), or ONNX Runtime (the graph that
+`bertkit export onnx` wrote to DIR/model.onnx). Both read the config and tokenizer from the directory
+and hand the task the same outputs, so everything after the forward pass is shared.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,97 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from bertkit.checkpoint import load_pretrained
+from bertkit.checkpoint import load_config, load_pretrained, resolve_model_dir
 from bertkit.data.io import read_text_lines
+from bertkit.errors import BertkitError
+from bertkit.export import DIGEST_KEY, INPUT_NAMES, ONNX_FILE, open_session, run_session, weights_digest
+from bertkit.heads import Output, QAOutput
+from bertkit.model import BertConfig
 from bertkit.tasks import task_of
+from bertkit.tokenizer import BertTokenizer
 from bertkit.trainer import autocast, bf16_available
+
+BACKENDS = ("torch", "onnx")
+
+
+class OnnxModel(nn.Module):
+    """An exported graph behind the call the tasks make: model(input_ids=..., ...) -> Output or QAOutput.
+
+    It holds no weights of its own; one empty parameter says where its outputs live (the CPU), as a
+    PyTorch model's parameters do, so callers find the device the usual way.
+    """
+
+    def __init__(self, path: Path, config: BertConfig, threads: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.path = path
+        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+        self.session = open_session(path, threads)
+        self.metadata: dict[str, str] = self.session.get_modelmeta().custom_metadata_map
+        inputs = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        if unknown := [name for name in inputs if name not in INPUT_NAMES]:
+            raise BertkitError(f"{path}: the graph wants inputs {', '.join(unknown)}; "
+                               f"bertkit feeds {', '.join(INPUT_NAMES)}")
+        if not ({"start_logits", "end_logits"} <= set(self.output_names) or "logits" in self.output_names):
+            raise BertkitError(f"{path}: the graph's outputs are {', '.join(self.output_names)}, not a fine-tuned "
+                               "model's (logits, or start_logits and end_logits)")
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> Output | QAOutput:
+        if input_ids.shape[1] > self.config.max_position_embeddings:  # as BertModel says it, not as a Gather error
+            raise BertkitError(f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings "
+                               f"{self.config.max_position_embeddings}")
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        outputs = {name: torch.from_numpy(value) for name, value in run_session(self.session, batch).items()}
+        if "logits" in outputs:
+            return Output(outputs["logits"])
+        return QAOutput(outputs["start_logits"], outputs["end_logits"])
+
+
+def load_onnx(
+    model_dir: str | os.PathLike, onnx_file: str | os.PathLike | None = None
+) -> tuple[OnnxModel, BertTokenizer, Path]:
+    """The ONNX graph (default DIR/model.onnx) with the directory's config and tokenizer."""
+    directory = resolve_model_dir(model_dir)
+    path = Path(onnx_file) if onnx_file is not None else directory / ONNX_FILE
+    if not path.is_file():
+        raise BertkitError(f"{path}: no such file; create it with `bertkit export onnx --model {directory}`")
+    config = load_config(directory)
+    tokenizer = BertTokenizer.from_pretrained(directory)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise BertkitError(f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but config.json says "
+                           f"vocab_size {config.vocab_size}; they must be the same")
+    model = OnnxModel(path, config, threads=torch.get_num_threads())
+    # Graphs from other exporters carry no digest; ours must come from the weights now in the directory.
+    if DIGEST_KEY in model.metadata and model.metadata[DIGEST_KEY] != weights_digest(directory):
+        raise BertkitError(f"{path} was exported from other weights than those now in {directory}; "
+                           f"export it again with `bertkit export onnx --model {directory}`")
+    return model, tokenizer, directory
 
 
 class Predictor:
-    def __init__(self, model_dir: str | os.PathLike, batch_size: int = 32, bf16: bool = False) -> None:
-        self.model, self.tokenizer, self.model_dir = load_pretrained(model_dir)
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        batch_size: int = 32,
+        bf16: bool = False,
+        backend: str = "torch",
+        onnx_file: str | os.PathLike | None = None,
+    ) -> None:
+        """`backend` "onnx" runs `onnx_file` (default DIR/model.onnx) in ONNX Runtime on the CPU."""
+        if backend == "torch":
+            self.model, self.tokenizer, self.model_dir = load_pretrained(model_dir)
+        elif backend == "onnx":
+            if bf16:
+                raise BertkitError("--bf16 is for the torch backend; the onnx backend runs the exported graph as it is")
+            self.model, self.tokenizer, self.model_dir = load_onnx(model_dir, onnx_file)
+        else:
+            raise BertkitError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+        self.backend = backend
         self.model.eval()
         self.config = self.model.config
         self.task = task_of(self.config)
