@@ -85,13 +85,19 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from bertkit.inference import Predictor
+    from bertkit.inference import Predictor, predict_file
 
     if bool(args.input) == bool(args.texts):
         raise BertkitError("give either --input FILE or texts on the command line")
+    if (args.output or args.resume or args.overwrite) and not args.input:
+        raise BertkitError("--output, --resume and --overwrite go with --input FILE")
     predictor = Predictor(args.model, args.batch_size, bf16=args.bf16, backend=args.backend)
-    examples = predictor.read(args.input) if args.input else predictor.from_texts(args.texts)
-    for prediction in predictor.predict(examples):
+    if args.input:
+        written = predict_file(predictor, args.input, args.output, resume=args.resume, overwrite=args.overwrite)
+        if args.output:
+            print(f"wrote {written} predictions to {args.output}", file=sys.stderr)
+        return
+    for prediction in predictor.predict(predictor.from_texts(args.texts)):
         print(json.dumps(prediction, ensure_ascii=False))
 
 
@@ -210,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True)
     predict.add_argument("--input", help="a .txt file (one text per line) or a file in the training format")
     predict.add_argument("texts", nargs="*", metavar="TEXT")
+    predict.add_argument("--output", help="write the JSON lines to this file instead of stdout (with a progress bar)")
+    predict.add_argument("--resume", action="store_true",
+                         help="continue an interrupted --output file: keep its whole lines, predict the rest")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
     predict.add_argument("--backend", choices=["torch", "onnx"], default="torch",

@@ -8,15 +8,21 @@ and hand the task the same outputs, so everything after the forward pass is shar
 
 from __future__ import annotations
 
+import io
+import itertools
+import json
 import os
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from bertkit.checkpoint import load_config, load_pretrained, resolve_model_dir
-from bertkit.data.io import read_text_lines
+from bertkit.data.io import iter_lines
 from bertkit.errors import BertkitError
 from bertkit.export import DIGEST_KEY, INPUT_NAMES, ONNX_FILE, open_session, run_session, weights_digest
 from bertkit.heads import Output, QAOutput
@@ -26,6 +32,7 @@ from bertkit.tokenizer import BertTokenizer
 from bertkit.trainer import autocast, bf16_available
 
 BACKENDS = ("torch", "onnx")
+CHUNK_SIZE = 4096  # examples in memory at once when predicting a file; many batches, so length sorting still pays
 
 
 class OnnxModel(nn.Module):
@@ -111,12 +118,18 @@ class Predictor:
         self.device = next(self.model.parameters()).device
         self.bf16 = bf16 and bf16_available(self.device)
 
-    def read(self, path: str | os.PathLike) -> list[Any]:
-        """Examples from a .txt file (one text per line) or a file in the task's training format."""
-        if Path(path).suffix.lower() == ".txt":
-            lines = read_text_lines(path)
-            return [self.task.from_text(text, number) for number, text in enumerate(lines, start=1) if text.strip()]
-        return self.task.read(path, require_labels=False)
+    def stream(self, path: str | os.PathLike) -> Iterator[Any]:
+        """Examples from a .txt file (one text per line) or a file in the task's training format, one at a time."""
+        if Path(path).suffix.lower() != ".txt":
+            yield from self.task.stream(path)
+            return
+        empty = True
+        for number, text in iter_lines(path):
+            if text.strip():
+                empty = False
+                yield self.task.from_text(text, number)
+        if empty:
+            raise BertkitError(f"{path}: the file is empty")
 
     def from_texts(self, texts: list[str]) -> list[Any]:
         return [self.task.from_text(text, number) for number, text in enumerate(texts, start=1)]
@@ -125,7 +138,85 @@ class Predictor:
         with torch.inference_mode(), autocast(self.device, self.bf16):
             return self.task.predict(self.model, self.tokenizer, examples, self.batch_size)
 
+    def predict_stream(self, examples: Iterable[Any], chunk_size: int = CHUNK_SIZE) -> Iterator[dict]:
+        """Predictions in input order, holding at most `chunk_size` examples at a time.
+
+        Each chunk is batched by length inside, as `predict` does; a chunk spans many batches so the sorting pays.
+        """
+        examples = iter(examples)
+        while chunk := list(itertools.islice(examples, chunk_size)):
+            yield from self.predict(chunk)
+
     def evaluate(self, path: str | os.PathLike) -> dict[str, Any]:
         examples = self.task.read(path)
         self.task.check_labels(examples, self.config, path)
         return self.task.score(examples, self.predict(examples), self.config)
+
+
+def count_complete_lines(path: Path) -> tuple[int, int]:
+    """(lines ending in a newline, the byte offset just past the last of them), read in blocks."""
+    lines, end, offset = 0, 0, 0
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            newlines = block.count(b"\n")
+            if newlines:
+                lines += newlines
+                end = offset + block.rindex(b"\n") + 1
+            offset += len(block)
+    return lines, end
+
+
+def predict_file(
+    predictor: Predictor,
+    input_path: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    chunk_size: int = CHUNK_SIZE,
+) -> int:
+    """Predict every example of `input_path` as JSON lines into `output` (stdout when None), in input order.
+
+    Memory stays bounded by `chunk_size` whatever the file's size, and each chunk is flushed as it is done, so an
+    interrupted run leaves only whole lines (and at most one cut line at the end). `resume` keeps the output's
+    whole lines, drops a cut last line, and predicts the rest. Returns the number of predictions written now.
+    """
+    input_path = Path(input_path)
+    if resume and output is None:
+        raise BertkitError("--resume needs --output FILE: there is no file to continue when writing to stdout")
+    if output is not None:
+        output = Path(output)
+        if output.is_dir():
+            raise BertkitError(f"{output}: is a directory; --output wants a file")
+        if output.exists() and not (resume or overwrite):
+            raise BertkitError(f"{output} exists; pass --resume to continue it or --overwrite to replace it")
+    # A first pass parses (and so checks) every example before anything is written: bad input at line 900,000
+    # fails now, not after hours of work with the output half-written. It also gives the progress bar its total.
+    total = sum(1 for _ in predictor.stream(input_path))
+    done, keep_bytes = count_complete_lines(output) if resume and output.exists() else (0, 0)
+    if done > total:
+        raise BertkitError(f"{output} has {done} predictions but {input_path} has only {total} examples; "
+                           "was it written for another input?")
+    examples = itertools.islice(predictor.stream(input_path), done, None)
+    if output is None:
+        return _write_predictions(predictor, examples, sys.stdout, 0, total, chunk_size)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("r+b" if done else "wb") as raw:
+        raw.truncate(keep_bytes)  # a cut last line from an interrupted run goes
+        raw.seek(keep_bytes)
+        with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as out:
+            return _write_predictions(predictor, examples, out, done, total, chunk_size)
+
+
+def _write_predictions(
+    predictor: Predictor, examples: Iterable[Any], out: TextIO, done: int, total: int | None, chunk_size: int
+) -> int:
+    written = 0
+    with tqdm(total=total, initial=done, unit="text", desc="predict", dynamic_ncols=True, disable=None) as bar:
+        for prediction in predictor.predict_stream(examples, chunk_size):
+            out.write(json.dumps(prediction, ensure_ascii=False) + "\n")
+            written += 1
+            bar.update(1)
+            if written % chunk_size == 0:  # a chunk is done: its lines reach the disk before the next starts
+                out.flush()
+    out.flush()
+    return written

@@ -9,6 +9,7 @@ directory records its task and settings in config.json under "bertkit", so later
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from abc import ABC, abstractmethod
@@ -39,6 +40,11 @@ class Task(ABC):
         """Examples from a file in the task's training format (labels optional when predicting)."""
 
     @abstractmethod
+    def stream(self, path: str | os.PathLike) -> Iterator[Any]:
+        """Prediction input, one example at a time, so a file larger than memory can be predicted.
+        Formats that are one document (SQuAD JSON) are read whole."""
+        return iter(self.read(path, require_labels=False))
+
     def from_text(self, text: str, line: int) -> Any:
         """An unlabelled example from one raw text (a command-line argument or a line of a .txt file)."""
 
@@ -82,8 +88,14 @@ class ClassifyTask(Task):
     defaults = {"max_seq_len": 128, "text_column": "text", "text_pair_column": None, "label_column": "label", "multi_label": False}
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[classify.ClassifyExample]:
+        return list(self._iter(path, require_labels))
+
+    def stream(self, path: str | os.PathLike) -> Iterator[classify.ClassifyExample]:
+        return self._iter(path, require_labels=False)
+
+    def _iter(self, path: str | os.PathLike, require_labels: bool) -> Iterator[classify.ClassifyExample]:
         s = self.settings
-        return classify.read_classify(path, s["text_column"], s["text_pair_column"], s["label_column"], s["multi_label"], require_labels)
+        return classify.iter_classify(path, s["text_column"], s["text_pair_column"], s["label_column"], s["multi_label"], require_labels)
 
     def from_text(self, text: str, line: int) -> classify.ClassifyExample:
         if not text.strip():
@@ -160,6 +172,9 @@ class NerTask(Task):
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[ner.NerExample]:
         return ner.read_ner(path, require_tags=require_labels)
 
+    def stream(self, path: str | os.PathLike) -> Iterator[ner.NerExample]:
+        return ner.iter_ner(path, require_tags=False)
+
     def from_text(self, text: str, line: int) -> ner.NerExample:
         words, _ = ner.split_words(text)
         if not words:
@@ -228,6 +243,11 @@ class QATask(Task):
         examples, version_2 = qa.read_squad(path, require_answers=require_labels)
         self.settings["version_2"] = self.settings["version_2"] or version_2
         return examples
+
+    def stream(self, path: str | os.PathLike) -> Iterator[qa.QAExample]:
+        if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
+            return qa.iter_qa_jsonl(path)
+        return super().stream(path)
 
     def from_text(self, text: str, line: int) -> qa.QAExample:
         raise BertkitError("question answering needs a question and a context: use --input FILE.jsonl "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bertkit.batching import Feature
-from bertkit.data.io import read_records
+from bertkit.data.io import iter_records
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import BertTokenizer
 
@@ -34,25 +35,25 @@ def _parse_multi_label(value: object) -> list[str]:
     return [part.strip() for part in text.split(separator) if part.strip()]
 
 
-def read_classify(
+def iter_classify(
     path: str | os.PathLike,
     text_column: str = "text",
     pair_column: str | None = None,
     label_column: str = "label",
     multi_label: bool = False,
     require_labels: bool = True,
-) -> list[ClassifyExample]:
-    """Read labelled (or, for prediction, unlabelled) rows, checking every one."""
-    records = read_records(path)
-    needed = [text_column] + ([pair_column] if pair_column else []) + ([label_column] if require_labels else [])
-    first_line, first = records[0]
-    for column in needed:
-        if column not in first:
-            raise BertkitError(f"{path}:{first_line}: no column {column!r} (columns: {', '.join(map(str, first))})")
-    examples = []
-    for line, row in records:
+) -> Iterator[ClassifyExample]:
+    """Labelled (or, for prediction, unlabelled) rows, streamed and checked one by one."""
+    text_columns = [text_column] + ([pair_column] if pair_column else [])
+    checked_columns = False
+    for line, row in iter_records(path):
+        if not checked_columns:  # a misnamed column fails at the first row, not at every row
+            for column in text_columns + ([label_column] if require_labels else []):
+                if column not in row:
+                    raise BertkitError(f"{path}:{line}: no column {column!r} (columns: {', '.join(map(str, row))})")
+            checked_columns = True
         texts = []
-        for column in [text_column] + ([pair_column] if pair_column else []):
+        for column in text_columns:
             value = row.get(column)
             if not isinstance(value, str) or not value.strip():
                 problem = "missing" if value is None else "empty" if isinstance(value, str) else f"not text ({value!r})"
@@ -66,8 +67,7 @@ def read_classify(
             label = _parse_multi_label(raw) if multi_label else str(raw).strip()
         elif require_labels:
             raise BertkitError(f"{path}:{line}: no column {label_column!r}")
-        examples.append(ClassifyExample(texts[0], texts[1] if pair_column else None, label, line))
-    return examples
+        yield ClassifyExample(texts[0], texts[1] if pair_column else None, label, line)
 
 
 def label_list(examples: list[ClassifyExample]) -> list[str]:

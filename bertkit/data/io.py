@@ -40,10 +40,41 @@ def read_text_lines(path: str | os.PathLike) -> list[str]:
     return text.splitlines()
 
 
-def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSON-lines file."""
-    records = []
-    for number, line in enumerate(read_text_lines(path), start=1):
+def iter_lines(path: str | os.PathLike, progress: tqdm | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, line without its end) of a UTF-8 file, read one line at a time (it may exceed memory).
+
+    A leading BOM is dropped; a decoding error names its line. The bytes read go to `progress` when given.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise BertkitError(f"{path}: is a directory, expected a file")
+    unreported = 0
+    try:
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise BertkitError(
+                        f"{path}:{number}: not valid UTF-8 (byte {raw[exc.start]:#04x}); save the file as UTF-8"
+                    ) from None
+                yield number, line.rstrip("\r\n")
+                unreported += len(raw)
+                if progress is not None and unreported >= _PROGRESS_STEP:
+                    progress.update(unreported)
+                    unreported = 0
+    except FileNotFoundError:
+        raise BertkitError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BertkitError(f"{path}: cannot read ({exc.strerror})") from None
+    if progress is not None:
+        progress.update(unreported)
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON-lines file, streamed; an empty file is an error."""
+    empty = True
+    for number, line in iter_lines(path):
         if not line.strip():
             continue
         try:
@@ -52,36 +83,39 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
             raise BertkitError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise BertkitError(f"{path}:{number}: expected a JSON object")
-        records.append((number, record))
-    return records
+        empty = False
+        yield number, record
+    if empty:
+        raise BertkitError(f"{path}: the file is empty")
 
 
-def read_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, row) from CSV, TSV (by extension) or JSON lines (.jsonl/.json)."""
+def iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) from CSV, TSV (by extension) or JSON lines (.jsonl/.json), streamed."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        return read_jsonl(path)
+        yield from iter_jsonl(path)
+        return
     if suffix not in (".csv", ".tsv"):
         raise BertkitError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv or .jsonl")
-    lines = read_text_lines(path)
-    delimiter = "," if suffix == ".csv" else "\t"
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader((line for _, line in iter_lines(path)), delimiter="," if suffix == ".csv" else "\t")
     try:
-        header = next(reader)
-        rows = []
+        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+        if header is None:
+            raise BertkitError(f"{path}: the file is empty")
+        empty = True
         for row in reader:
             number = reader.line_num
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
                 raise BertkitError(f"{path}:{number}: {len(row)} fields, but the header has {len(header)}")
-            rows.append((number, dict(zip(header, row))))
+            empty = False
+            yield number, dict(zip(header, row))
     except csv.Error as exc:
         raise BertkitError(f"{path}:{reader.line_num}: {exc}") from None
-    if not rows:
+    if empty:
         raise BertkitError(f"{path}: a header but no rows")
-    return rows
 
 
 def check_corpus_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -105,27 +139,10 @@ def stream_corpus_lines(files: list[Path], progress: tqdm | None = None) -> Iter
     """
     has_text = False
     for path in files:
-        unreported = 0
-        try:
-            with path.open("rb") as lines:
-                for number, raw in enumerate(lines, start=1):
-                    try:
-                        line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
-                    except UnicodeDecodeError as exc:
-                        raise BertkitError(
-                            f"{path}:{number}: not valid UTF-8 (byte {raw[exc.start]:#04x}); save the file as UTF-8"
-                        ) from None
-                    if line:
-                        has_text = True
-                    yield line or None
-                    unreported += len(raw)
-                    if progress is not None and unreported >= _PROGRESS_STEP:
-                        progress.update(unreported)
-                        unreported = 0
-        except OSError as exc:
-            raise BertkitError(f"{path}: cannot read ({exc.strerror})") from None
-        if progress is not None:
-            progress.update(unreported)
+        for _, line in iter_lines(path, progress):
+            line = line.strip()
+            has_text = has_text or bool(line)
+            yield line or None
         yield None
     if not has_text:
         raise BertkitError(f"corpus is empty: {', '.join(map(str, files))} hold(s) no text")

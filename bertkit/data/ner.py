@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from bertkit.data.io import read_jsonl, read_text_lines
+from bertkit.data.io import iter_jsonl, iter_lines
 from bertkit.errors import BertkitError
 from bertkit.metrics import get_entities
 from bertkit.tokenizer import BertTokenizer
@@ -55,21 +56,29 @@ class NerWindow:
     owned: list[bool]  # per token: this window is where the token's word is trained on and predicted from
 
 
-def read_ner(path: str | os.PathLike, require_tags: bool = True) -> list[NerExample]:
-    """Read CoNLL (`token<TAB>tag`, blank line between sentences) or JSONL (`{"tokens": [...], "tags": [...]}`).
+def iter_ner(path: str | os.PathLike, require_tags: bool = True) -> Iterator[NerExample]:
+    """Sentences of CoNLL (`token<TAB>tag`, blank line between sentences) or JSONL (`{"tokens": [...], "tags": [...]}`),
+    streamed one at a time.
 
     The format follows the extension (.jsonl/.json/.ndjson are JSON lines). Every tag is checked, so a file in
     another scheme or with a shifted column fails at its line instead of training a nonsense model.
-    With require_tags=False, tags are read when the file has them and are None otherwise.
+    With require_tags=False, a sentence's tags are read when it has them and are None otherwise.
     """
     path = Path(path)
     if path.suffix.lower() in _JSON_SUFFIXES:
-        examples = [_jsonl_example(path, line, record, require_tags) for line, record in read_jsonl(path)]
+        examples = (_jsonl_example(path, line, record, require_tags) for line, record in iter_jsonl(path))
     else:
-        examples = _read_conll(path, require_tags)
-    if not examples:
+        examples = _iter_conll(path, require_tags)
+    empty = True
+    for example in examples:
+        empty = False
+        yield example
+    if empty:
         raise BertkitError(f"{path}: no sentences, only -DOCSTART- lines")
-    return examples
+
+
+def read_ner(path: str | os.PathLike, require_tags: bool = True) -> list[NerExample]:
+    return list(iter_ner(path, require_tags))
 
 
 def _check_tag(tag: str, where: str) -> None:
@@ -103,29 +112,34 @@ def _jsonl_example(path: Path, line: int, record: dict, require_tags: bool) -> N
     return NerExample(tokens, tags, line)
 
 
-def _read_conll(path: Path, require_tags: bool) -> list[NerExample]:
+def _iter_conll(path: Path, require_tags: bool) -> Iterator[NerExample]:
     """Sentences of `token ... tag` lines: tab-separated, else whitespace-separated; first column token, last tag."""
-    sentences: list[list[tuple[int, list[str]]]] = [[]]
-    for number, text in enumerate(read_text_lines(path), start=1):
+    sentence: list[tuple[int, list[str]]] = []
+    has_text = False
+    for number, text in iter_lines(path):
+        has_text = has_text or bool(text.strip())
         columns = [c.strip() for c in text.split("\t") if c.strip()] if "\t" in text else text.split()
-        if not columns or columns[0] == "-DOCSTART-":
-            if sentences[-1]:
-                sentences.append([])
-            continue
-        sentences[-1].append((number, columns))
-    sentences = [sentence for sentence in sentences if sentence]
-    has_tags = require_tags or any(len(columns) > 1 for sentence in sentences for _, columns in sentence)
-    examples = []
-    for sentence in sentences:
-        for number, columns in sentence:
-            if has_tags and len(columns) < 2:
-                raise BertkitError(f"{path}:{number}: {columns[0]!r} has no tag; expected `token<TAB>tag`")
-            if has_tags:
-                _check_tag(columns[-1], f"{path}:{number}")
-        words = [columns[0] for _, columns in sentence]
-        tags = [columns[-1] for _, columns in sentence] if has_tags else None
-        examples.append(NerExample(words, tags, sentence[0][0]))
-    return examples
+        if columns and columns[0] != "-DOCSTART-":
+            sentence.append((number, columns))
+        elif sentence:
+            yield _conll_sentence(path, sentence, require_tags)
+            sentence = []
+    if sentence:
+        yield _conll_sentence(path, sentence, require_tags)
+    if not has_text:
+        raise BertkitError(f"{path}: the file is empty")
+
+
+def _conll_sentence(path: Path, sentence: list[tuple[int, list[str]]], require_tags: bool) -> NerExample:
+    has_tags = require_tags or any(len(columns) > 1 for _, columns in sentence)
+    for number, columns in sentence:
+        if has_tags and len(columns) < 2:
+            raise BertkitError(f"{path}:{number}: {columns[0]!r} has no tag; expected `token<TAB>tag`")
+        if has_tags:
+            _check_tag(columns[-1], f"{path}:{number}")
+    words = [columns[0] for _, columns in sentence]
+    tags = [columns[-1] for _, columns in sentence] if has_tags else None
+    return NerExample(words, tags, sentence[0][0])
 
 
 def label_list(examples: list[NerExample]) -> list[str]:

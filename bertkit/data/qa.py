@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertkit.data.io import read_jsonl, read_text
+from bertkit.data.io import iter_jsonl, read_text
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import BertTokenizer
 
@@ -186,18 +186,20 @@ def read_squad(path: str | os.PathLike, require_answers: bool = True) -> tuple[l
     return examples, version_2
 
 
-def read_qa_jsonl(path: str | os.PathLike) -> list[QAExample]:
-    """Prediction input: one {"question", "context", optional "id"} per line.
+def iter_qa_jsonl(path: str | os.PathLike) -> Iterator[QAExample]:
+    """Prediction input, streamed: one {"question", "context", optional "id"} per line.
 
     The id defaults to the 0-based line index, so predictions can be matched to lines by id as well as by order.
     """
-    examples = []
-    for line, record in read_jsonl(path):
+    for line, record in iter_jsonl(path):
         where = f"{path}:{line}"
         question = _text_field(record, "question", where)
         context = _text_field(record, "context", where)
-        examples.append(QAExample(_id_field(record, str(line - 1), where), question, context, []))
-    return examples
+        yield QAExample(_id_field(record, str(line - 1), where), question, context, [])
+
+
+def read_qa_jsonl(path: str | os.PathLike) -> list[QAExample]:
+    return list(iter_qa_jsonl(path))
 
 
 def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]]) -> tuple[int, int] | None:
