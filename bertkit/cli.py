@@ -80,7 +80,7 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from bertkit.inference import Predictor
 
-    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16, backend=args.backend)
+    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16, backend=args.backend, onnx_file=args.onnx)
     print(json.dumps(predictor.evaluate(args.data), ensure_ascii=False))
 
 
@@ -91,7 +91,7 @@ def _predict(args: argparse.Namespace) -> None:
         raise BertkitError("give either --input FILE or texts on the command line")
     if (args.output or args.resume or args.overwrite) and not args.input:
         raise BertkitError("--output, --resume and --overwrite go with --input FILE")
-    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16, backend=args.backend)
+    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16, backend=args.backend, onnx_file=args.onnx)
     if args.input:
         written = predict_file(predictor, args.input, args.output, resume=args.resume, overwrite=args.overwrite)
         if args.output:
@@ -117,7 +117,13 @@ def _serve(args: argparse.Namespace) -> None:
 
     limits = ServerLimits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                           max_texts=args.max_texts, max_chars=args.max_chars)
-    serve(args.model, args.host, args.port, limits, threads=args.threads)
+    serve(args.model, args.host, args.port, limits, threads=args.threads, backend=args.backend, onnx_file=args.onnx)
+
+
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="onnx: ONNX Runtime on DIR/model.onnx (from `bertkit export onnx`)")
+    parser.add_argument("--onnx", default=None, metavar="FILE", help="with --backend onnx: another graph, e.g. the int8 one")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,8 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
-    evaluate.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                          help="onnx: ONNX Runtime on DIR/model.onnx (from `bertkit export onnx`)")
+    add_backend_flags(evaluate)
 
     predict = command(commands, "predict", _predict, "predict with a fine-tuned model (JSON lines, in input order)")
     predict.add_argument("--model", required=True)
@@ -222,8 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
-    predict.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                         help="onnx: ONNX Runtime on DIR/model.onnx (from `bertkit export onnx`)")
+    add_backend_flags(predict)
 
     serve = command(commands, "serve", _serve, "serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)")
     serve.add_argument("--model", required=True)
@@ -233,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
     serve.add_argument("--max-texts", type=int, default=64, help="texts (QA: items) per request; more is refused (413)")
     serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text; longer is refused (413)")
-    serve.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    add_backend_flags(serve)
 
     export = commands.add_parser("export", help="export a model for other runtimes").add_subparsers(
         dest="export_format", required=True, metavar="FORMAT"

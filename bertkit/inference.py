@@ -103,6 +103,8 @@ class Predictor:
     ) -> None:
         """`backend` "onnx" runs `onnx_file` (default DIR/model.onnx) in ONNX Runtime on the CPU."""
         if backend == "torch":
+            if onnx_file is not None:
+                raise BertkitError("--onnx FILE goes with --backend onnx")
             self.model, self.tokenizer, self.model_dir = load_pretrained(model_dir)
         elif backend == "onnx":
             if bf16:

@@ -23,6 +23,7 @@ import uvicorn
 from bertkit.cli import main
 from bertkit.data.classify import ClassifyExample
 from bertkit.data.qa import QAExample
+from bertkit.export import export_onnx
 from bertkit.inference import Predictor
 from bertkit.server import ServerLimits, create_app
 from tests.test_finetune_classify import NEGATIVE, POSITIVE, write_csv
@@ -298,14 +299,30 @@ def test_bad_request_in_a_batch_fails_alone(qa_server, qa_dir):
             assert_close(response.json()["predictions"], expected)
 
 
-def test_cli_serve(classify_dir):
+def test_onnx_backend_serves_what_torch_serves(classify_dir, tmp_path):
+    graph = tmp_path / "model.onnx"
+    export_onnx(classify_dir, graph)
+    texts = ["great film", "the actor was awful and the plot was boring", "a"]
+    direct = Predictor(classify_dir)
+    expected = direct.predict(direct.from_texts(texts))
+    with running(Predictor(classify_dir, batch_size=LIMITS.max_batch_size, backend="onnx", onnx_file=graph)) as client:
+        assert client.get("/health").json()["backend"] == "onnx"
+        served = predictions(client, {"texts": texts})
+    assert [p["label"] for p in served] == [p["label"] for p in expected]
+    for a, b in zip(served, expected):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_cli_serve(classify_dir, backend, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    graph = ["--backend", "onnx", "--onnx", str(export_onnx(classify_dir, tmp_path / "model.onnx").path)] if backend == "onnx" else []
     process = subprocess.Popen(
         [sys.executable, "-m", "bertkit.cli", "serve", "--model", str(classify_dir), "--port", str(port), "--threads", "1",
-         "--max-texts", "2"],
+         "--max-texts", "2", *graph],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -319,10 +336,12 @@ def test_cli_serve(classify_dir):
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "bertkit serve did not answer within 60 s"
                 time.sleep(0.2)
-        assert health.json()["task"] == "classify"
+        assert health.json()["task"] == "classify" and health.json()["backend"] == backend
         served = httpx.post(f"{url}/v1/predict", json={"texts": ["great film"]}).json()["predictions"]
         direct = Predictor(classify_dir)
-        assert served == direct.predict(direct.from_texts(["great film"]))
+        expected = direct.predict(direct.from_texts(["great film"]))
+        assert served[0]["label"] == expected[0]["label"]
+        assert served[0]["scores"] == pytest.approx(expected[0]["scores"], abs=1e-4)
         assert httpx.post(f"{url}/v1/predict", json={"texts": ["a", "b", "c"]}).status_code == 413
     finally:
         process.terminate()
