@@ -13,7 +13,7 @@ import argparse
 import torch
 import transformers
 
-from benchmarks.common import best_time, emit, english_texts, interleave, machine
+from benchmarks.common import best_time, emit, encoder_forward_flops, english_texts, interleave, machine, matmul_peak_flops
 from bertkit.checkpoint import default_model_dir, load_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -54,6 +54,10 @@ def main() -> None:
 
     ours_s = best_time(run_ours, args.repeats)
     theirs_s = best_time(run_theirs, args.repeats)
+    config = ours.config
+    flops = encoder_forward_flops(config.hidden_size, config.num_hidden_layers,
+                                  [n for b in batches for n in b["attention_mask"].sum(1).tolist()])
+    peak = matmul_peak_flops(dtype)
     emit({
         "benchmark": "encoder_forward",
         "model": "all-MiniLM-L6-v2",
@@ -65,6 +69,8 @@ def main() -> None:
         "bertkit_texts_per_s": round(len(texts) / ours_s, 1),
         "transformers_texts_per_s": round(len(texts) / theirs_s, 1),
         "ratio": round(theirs_s / ours_s, 2),
+        "matmul_peak_gflops": round(peak / 1e9, 1),
+        "fraction_of_peak": {"bertkit": round(flops / ours_s / peak, 3), "transformers": round(flops / theirs_s / peak, 3)},
         **machine(),
     })
 

@@ -84,3 +84,45 @@ def split(rows: list, seed: int, sizes: tuple[int, ...]) -> list[list]:
         parts.append([rows[i] for i in order[start : start + size]])
         start += size
     return parts
+
+
+def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """The machine's measured matmul rate (FLOP/s) for `dtype`: the ceiling that achieved FLOP/s is read against."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    return 2 * size**3 / best_time(lambda: a @ b, repeats)
+
+
+def encoder_forward_flops(hidden: int, layers: int, lengths: list[int], vocab_size: int = 0, scored_tokens: int = 0) -> float:
+    """Matmul FLOPs of one encoder forward over sequences of these real (unpadded) lengths.
+
+    Per layer and sequence of n tokens: QKV, output and feed-forward projections 24·n·h², attention scores and
+    their weighted sum 4·n²·h. An MLM decoder adds 2·h·V (plus its 2·h² transform) per scored token. Padding is
+    not counted: it is work a padded implementation wastes, not work the model needs.
+    """
+    per_layer = sum(24 * n * hidden**2 + 4 * n * n * hidden for n in lengths)
+    return layers * per_layer + scored_tokens * (2 * hidden * vocab_size + 2 * hidden**2)
+
+
+def polarity_reviews() -> list[tuple[str, str]]:
+    """(text, "pos"/"neg") for the 200 labelled one-line reviews, in a fixed shuffle."""
+    path = package_file("gensim", "gensim/test/test_data/pang_lee_polarity.cor")
+    rows = []
+    for line in path.read_text(encoding="cp1252").splitlines():
+        if line.strip():
+            label, text = line.split(" ", 1)
+            rows.append((text.strip(), label.removeprefix("__label__")))
+    return interleave(rows)
+
+
+def polarity_classifier(out: Path, epochs: int = 3, lr: float = 2e-4) -> tuple[Path, list[tuple[str, str]]]:
+    """MiniLM fine-tuned on 150 reviews, saved in `out`; returns it and the 50 held-out reviews."""
+    from bertkit.finetune import finetune
+    from bertkit.tasks import ClassifyTask
+    from bertkit.trainer import TrainConfig
+
+    reviews = polarity_reviews()
+    train_file = out.parent / "polarity-train.jsonl"
+    train_file.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in reviews[:150]), encoding="utf-8")
+    finetune(ClassifyTask(), train_file, out, None, train_config=TrainConfig(epochs=epochs, batch_size=16, lr=lr, seed=1, bf16=False))
+    return out, reviews[150:]
