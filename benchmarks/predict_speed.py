@@ -29,7 +29,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import best_time, emit, english_texts, interleave, machine, polarity_classifier
+from benchmarks.common import (best_time, emit, encoder_forward_flops, english_texts, interleave, machine, matmul_peak_flops,
+                               polarity_classifier)
+from bertkit.checkpoint import default_model_dir
 
 CONTENDERS = ("bertkit_fp32", "transformers_fp32", "bertkit_bf16", "transformers_bf16", "onnx_fp32", "onnx_int8")
 MAX_LEN = 128
@@ -149,6 +151,15 @@ def main() -> None:
         }
 
     figures = {name: summary(name) for name in contenders}
+    # Where the time goes: the model's matmul FLOPs over the real tokens, against the measured fp32 matmul rate.
+    from bertkit.tokenizer import BertTokenizer
+
+    config = json.loads((Path(default_model_dir()) / "config.json").read_text())
+    lengths = [len(e.input_ids) for e in BertTokenizer.from_pretrained(default_model_dir()).encode_batch(texts, max_length=MAX_LEN)]
+    flops = encoder_forward_flops(config["hidden_size"], config["num_hidden_layers"], lengths)
+    peak = matmul_peak_flops(torch.float32)
+    for name, figure in figures.items():
+        figure["fraction_of_fp32_matmul_peak"] = round(flops * figure["texts_per_s"] / len(texts) / peak, 3)
     has_bf16 = "bertkit_bf16" in figures
     emit({
         "benchmark": "predict_speed",
@@ -161,6 +172,8 @@ def main() -> None:
         "peak_mib_ratio_fp32": round(figures["bertkit_fp32"]["peak_mib"] / figures["transformers_fp32"]["peak_mib"], 2),
         "peak_mib_ratio_bf16": round(figures["bertkit_bf16"]["peak_mib"] / figures["transformers_bf16"]["peak_mib"], 2)
         if has_bf16 else None,
+        "fp32_matmul_peak_gflops": round(peak / 1e9, 1),
+        "model_gflop_per_text": round(flops / len(texts) / 1e9, 2),
         "contenders": figures,
         "onnx_file_mib": {name: round(graph.size_bytes / 2**20, 1) for name, graph in graphs.items()},
         **machine(),

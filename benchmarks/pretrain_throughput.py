@@ -82,7 +82,7 @@ def main() -> None:
 
         torch.manual_seed(0)
         theirs = transformers.BertForPreTraining(transformers.BertConfig(**{
-            k: v for k, v in config.to_dict().items() if k not in ("architectures",)}), attn_implementation="sdpa")
+            k: v for k, v in config.to_dict().items() if k not in ("architectures",)}, attn_implementation="sdpa"))
         dataset = [{"input_ids": i.tokens, "token_type_ids": i.token_type_ids, "next_sentence_label": i.next_sentence_label}
                    for i in instances]
         hf_args = transformers.TrainingArguments(
