@@ -39,12 +39,12 @@ class Task(ABC):
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[Any]:
         """Examples from a file in the task's training format (labels optional when predicting)."""
 
-    @abstractmethod
     def stream(self, path: str | os.PathLike) -> Iterator[Any]:
         """Prediction input, one example at a time, so a file larger than memory can be predicted.
         Formats that are one document (SQuAD JSON) are read whole."""
         return iter(self.read(path, require_labels=False))
 
+    @abstractmethod
     def from_text(self, text: str, line: int) -> Any:
         """An unlabelled example from one raw text (a command-line argument or a line of a .txt file)."""
 
