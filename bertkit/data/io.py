@@ -32,14 +32,6 @@ def read_text(path: str | os.PathLike) -> str:
         raise BertkitError(f"{path}:{line}: not valid UTF-8 (byte {raw[exc.start]:#04x}); save the file as UTF-8") from None
 
 
-def read_text_lines(path: str | os.PathLike) -> list[str]:
-    """The lines of a non-empty UTF-8 file."""
-    text = read_text(path)
-    if not text.strip():
-        raise BertkitError(f"{path}: the file is empty")
-    return text.splitlines()
-
-
 def iter_lines(path: str | os.PathLike, progress: tqdm | None = None) -> Iterator[tuple[int, str]]:
     """(line number, line without its end) of a UTF-8 file, read one line at a time (it may exceed memory).
 
