@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.model import ACTIVATIONS, BertConfig, BertModel, init_weights
+from bertkit.model import ACTIVATIONS, BertConfig, BertModel, Dropout, init_weights
 
 IGNORE_INDEX = -100
 
@@ -158,7 +158,7 @@ class BertForSequenceClassification(_HeadModel):
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self._init_head()
 
@@ -197,7 +197,7 @@ class BertForTokenClassification(_HeadModel):
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self._init_head()
 

@@ -43,6 +43,55 @@ ACTIVATIONS = {
     "relu": F.relu,
 }
 
+
+class _MaskedScale(torch.autograd.Function):
+    """x * keep * scale, saving the 1-byte keep mask for the backward rather than a float copy."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return x * (keep.view(torch.uint8).to(x.dtype) * scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (keep,) = ctx.saved_tensors
+        return grad * (keep.view(torch.uint8).to(grad.dtype) * ctx.scale), None, None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as `F.dropout`, but about 2.5x cheaper on CPU.
+
+    torch's CPU generator draws one random number per element, serially, and in BERT training that
+    made dropout (three masks a layer, one of them over every attention weight) a sixth of the step.
+    Here one 64-bit draw gives four 16-bit lanes, each compared with p * 65536: the same Bernoulli mask
+    (p exact to 1/65536; the scale uses the exact keep rate), from the same seeded generator. CUDA
+    keeps torch's own fused kernel.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    threshold = round(p * 65536)
+    lanes = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64).view(torch.int16)
+    keep = (lanes[: x.numel()] >= threshold - 32768).view(x.shape)
+    return _MaskedScale.apply(x, keep, 65536 / (65536 - threshold))
+
+
+class Dropout(nn.Module):
+    """`nn.Dropout` through the cheaper `dropout` above; no parameters, so checkpoints are unaffected."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 # config.json fields that BertConfig models; everything else in the file is kept verbatim in `extra`
 # so that a load/save round trip never drops information (task fields, sentence-transformers notes).
 _KNOWN_FIELDS = (
@@ -169,7 +218,7 @@ class Embeddings(nn.Module):
         self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -188,15 +237,24 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.attn_dropout = config.attention_probs_dropout_prob
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """qkv (batch, seq, 3*hidden), mask (batch, 1, 1, seq) True where a key is real -> (batch, seq, hidden)."""
         batch, seq, _ = qkv.shape
         # (batch, seq, 3, heads, head_dim) -> 3 x (batch, heads, seq, head_dim)
         q, k, v = qkv.view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        dropout = self.attn_dropout if self.training else 0.0
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        if self.training and self.attn_dropout > 0 and qkv.device.type == "cpu":
+            # SDPA's CPU kernels cannot drop attention weights; its fallback does the same math as here,
+            # but with torch's slow per-element dropout masks.
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2)
+            if mask is not None:
+                scores.masked_fill_(~mask, float("-inf"))
+            weights = dropout(scores.softmax(-1), self.attn_dropout, training=True)
+            context = weights @ v
+        else:
+            dropout_p = self.attn_dropout if self.training else 0.0
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         return context.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, unpadded: UnpadInfo | None = None) -> torch.Tensor:
@@ -220,7 +278,7 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(config.intermediate_size, config.hidden_size)
         self.act = ACTIVATIONS[config.hidden_act]
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x + self.dropout(self.down(self.act(self.up(x)))))

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from bertkit.checkpoint import LoadReport, load_model, ours_to_hf, save_model
 from bertkit.errors import BertkitError
 from bertkit.heads import ARCHITECTURES, IGNORE_INDEX, BertForPreTraining, BertForSequenceClassification
-from bertkit.model import MODEL_SIZES, BertConfig, BertModel
+from bertkit.model import MODEL_SIZES, BertConfig, BertModel, dropout
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -485,6 +485,49 @@ def test_unpadded_path_matches_padded_path_outputs_and_gradients():
     for name, grad in reference[3].items():
         assert grad.abs().sum() > 0 or name.startswith("embeddings.token_type"), name
         torch.testing.assert_close(fast[3][name], grad, atol=ATOL, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_dropout_is_a_fair_bernoulli_mask_with_exact_scale():
+    torch.manual_seed(0)
+    x = torch.randn(1_000_000, requires_grad=True)
+    y = dropout(x, 0.1, training=True)
+    kept = y.detach() != 0
+    # 100,000 expected drops; the standard deviation of the count is 300.
+    assert abs((~kept).sum().item() - 100_000) < 1_500
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    torch.testing.assert_close(y.detach()[kept], x.detach()[kept] * scale)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.float() * scale)
+    # Neighbouring elements share one 64-bit draw: their masks must still be independent.
+    lanes = kept.view(-1, 4).float()
+    correlation = torch.corrcoef(lanes.T) - torch.eye(4)
+    assert correlation.abs().max() < 0.01
+    # Seeded like every torch op, and a no-op outside training or at p = 0.
+    torch.manual_seed(7)
+    first = dropout(torch.ones(1000), 0.5, training=True)
+    torch.manual_seed(7)
+    assert torch.equal(first, dropout(torch.ones(1000), 0.5, training=True))
+    assert not torch.equal(first, dropout(torch.ones(1000), 0.5, training=True))
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+
+
+@pytest.mark.parametrize("unpad", [True, False])
+def test_training_attention_path_matches_sdpa(unpad):
+    """In training on CPU attention runs as explicit math so that its weights can be dropped cheaply; with a
+    dropout rate that drops nothing it must give what SDPA gives, on uneven lengths, padding included."""
+    torch.manual_seed(0)
+    model = BertModel(ours_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=1e-9))
+    perturb(model, 4)
+    batch = make_batch([1, 16, 2, 14, 9, 3], 16, seed=6)  # 16 and 14 share a padded attention group
+    real = batch["attention_mask"].bool()
+    model.eval()
+    with torch.no_grad():
+        expected = model(**batch, unpad=unpad)
+    model.train()
+    with torch.no_grad():
+        got = model(**batch, unpad=unpad)
+    torch.testing.assert_close(got.last_hidden_state[real], expected.last_hidden_state[real], atol=ATOL, rtol=0)
+    torch.testing.assert_close(got.pooler_output, expected.pooler_output, atol=ATOL, rtol=0)
 
 
 def test_sequence_longer_than_max_positions_is_an_error():
