@@ -65,8 +65,9 @@ class _PaddedEncoder(nn.Module):
         self.encoder = encoder
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, unpad: bool = True) -> EncoderOutput:
-        return self.encoder(input_ids, attention_mask, token_type_ids, unpad=False)
+                token_type_ids: torch.Tensor | None = None, unpad: bool = True,
+                output_positions: torch.Tensor | None = None) -> EncoderOutput:
+        return self.encoder(input_ids, attention_mask, token_type_ids, unpad=False, output_positions=output_positions)
 
 
 class _Exportable(nn.Module):

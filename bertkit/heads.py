@@ -17,6 +17,13 @@ from bertkit.model import ACTIVATIONS, BertConfig, BertModel, Dropout, init_weig
 IGNORE_INDEX = -100
 
 
+def _first_token(input_ids: torch.Tensor) -> torch.Tensor:
+    """`output_positions` for heads that read the pooled [CLS] vector alone."""
+    positions = torch.zeros_like(input_ids, dtype=torch.bool)
+    positions[:, 0] = True
+    return positions
+
+
 @dataclass
 class Output:
     logits: torch.Tensor
@@ -114,11 +121,15 @@ class BertForPreTraining(_HeadModel):
     ) -> PreTrainingOutput:
         """`masked_only` (needs `labels`) scores only the positions with a label: with 15% masking this
         skips about 85% of the vocabulary projection, the largest matmul of a small BERT."""
-        out = self.bert(input_ids, attention_mask, token_type_ids)
-        hidden = out.last_hidden_state
+        selected = None
         if masked_only:
             assert labels is not None, "masked_only needs labels"
             selected = labels != IGNORE_INDEX
+        # The last layer computes the scored positions and [CLS] (for NSP) only.
+        wanted = selected | _first_token(input_ids) if selected is not None else None
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_positions=wanted)
+        hidden = out.last_hidden_state
+        if selected is not None:
             hidden, labels = hidden[selected], labels[selected]
         mlm_logits = self.mlm(hidden, self.bert.embeddings.word.weight)
         # Trained on MLM alone (labels but no NSP labels), the NSP head is left out of the graph.
@@ -143,7 +154,8 @@ class BertForNextSentencePrediction(_HeadModel):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> Output:
-        logits = self.nsp(self.bert(input_ids, attention_mask, token_type_ids).pooler_output)
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_positions=_first_token(input_ids))
+        logits = self.nsp(out.pooler_output)
         return Output(logits, _cross_entropy(logits, labels) if labels is not None else None)
 
 
@@ -169,7 +181,7 @@ class BertForSequenceClassification(_HeadModel):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> Output:
-        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
+        pooled = self.bert(input_ids, attention_mask, token_type_ids, output_positions=_first_token(input_ids)).pooler_output
         logits = self.classifier(self.dropout(pooled))
         return Output(logits, self.loss(logits, labels) if labels is not None else None)
 

@@ -257,7 +257,11 @@ class SelfAttention(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         return context.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, unpadded: UnpadInfo | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, unpadded: UnpadInfo | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`rows`: indices into x's token rows (flattened) whose outputs are wanted; the output is then (rows, hidden).
+        Every token still serves as a key and value; the projection after attention runs on the wanted rows only."""
         qkv = self.qkv(x)
         if unpadded is None:
             context = self.attend(qkv, mask)
@@ -268,6 +272,8 @@ class SelfAttention(nn.Module):
                 piece = self.attend(grouped, group.mask).flatten(0, 1)
                 pieces.append(piece if group.valid is None else piece[group.valid])
             context = torch.cat(pieces).index_select(0, unpadded.inverse)
+        if rows is not None:
+            x, context = (t.reshape(-1, t.shape[-1]).index_select(0, rows) for t in (x, context))
         return self.norm(x + self.dropout(self.out(context)))
 
 
@@ -290,8 +296,10 @@ class Layer(nn.Module):
         self.attention = SelfAttention(config)
         self.ffn = FeedForward(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, unpadded: UnpadInfo | None = None) -> torch.Tensor:
-        return self.ffn(self.attention(x, mask, unpadded))
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, unpadded: UnpadInfo | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.ffn(self.attention(x, mask, unpadded, rows))
 
 
 class Pooler(nn.Module):
@@ -399,11 +407,18 @@ class BertModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         unpad: bool = True,
+        output_positions: torch.Tensor | None = None,
     ) -> EncoderOutput:
         """input_ids (batch, seq); attention_mask 1 for real tokens, 0 for padding.
 
         `unpad` packs the real tokens for the linear layers when there is padding to remove. It changes
         only speed, never the result (beyond float rounding); padded positions come back as zeros.
+
+        `output_positions` (batch, seq) bool marks the positions whose final vectors the caller reads: [CLS]
+        for a classifier, the masked positions (and [CLS] for NSP) in pre-training. The last layer then runs
+        its output projection and feed-forward block on those alone, three quarters of that layer's work
+        for the rest; their rows of last_hidden_state are zeros. Earlier layers are untouched, as every
+        position is a key and value of the last layer's attention.
         """
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise BertkitError(
@@ -418,9 +433,17 @@ class BertModel(nn.Module):
         unpadded = UnpadInfo.from_mask(attention_mask) if unpad and not bool(attention_mask.all()) else None
         if unpadded is not None:
             x = unpadded.unpad(x)
-        for layer in self.layers:
-            x = layer(x, mask, unpadded)
-        if unpadded is not None:
+        wanted = rows = None
+        if output_positions is not None:
+            wanted = torch.nonzero((output_positions & attention_mask.bool()).flatten(), as_tuple=True)[0]
+            # Row of each wanted position in x: its flat position, or its rank among real tokens when packed.
+            rows = wanted if unpadded is None else (torch.cumsum(attention_mask.flatten(), 0) - 1).index_select(0, wanted)
+        for index, layer in enumerate(self.layers):
+            x = layer(x, mask, unpadded, rows if index == len(self.layers) - 1 else None)
+        if wanted is not None:
+            batch, seq = input_ids.shape
+            x = x.new_zeros(batch * seq, x.shape[-1]).index_copy(0, wanted, x).view(batch, seq, -1)
+        elif unpadded is not None:
             x = unpadded.pad(x)
         pooled = self.pooler(x) if self.pooler is not None else None
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled)

@@ -487,6 +487,41 @@ def test_unpadded_path_matches_padded_path_outputs_and_gradients():
         torch.testing.assert_close(fast[3][name], grad, atol=ATOL, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("unpad", [True, False])
+def test_output_positions_match_the_full_last_layer(unpad):
+    """Heads ask the last layer for the positions they read (masked tokens and [CLS] in pre-training): same
+    vectors there, zeros elsewhere, same pooled vector and same gradients as computing every position, on
+    uneven lengths in padded attention groups, with some requested positions in the padding."""
+    torch.manual_seed(0)
+    model = BertModel(ours_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    perturb(model, 5)
+    model.train()
+    lengths = [1, 16, 2, 14, 9, 3]
+    batch = make_batch(lengths, 16, seed=7)
+    gen = torch.Generator().manual_seed(2)
+    positions = torch.rand(len(lengths), 16, generator=gen) < 0.3
+    positions[:, 0] = True
+    real_wanted = positions & batch["attention_mask"].bool()
+    assert (positions & ~batch["attention_mask"].bool()).any()  # some requests fall on padding
+    weights = torch.randn(len(lengths), 16, TINY["hidden_size"], generator=gen)
+    pooled_weights = torch.randn(len(lengths), TINY["hidden_size"], generator=gen)
+
+    def run(output_positions):
+        model.zero_grad(set_to_none=True)
+        out = model(**batch, unpad=unpad, output_positions=output_positions)
+        loss = (out.last_hidden_state * weights)[real_wanted].sum() + (out.pooler_output * pooled_weights).sum()
+        loss.backward()
+        return out, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    (part, part_grads), (full, full_grads) = run(positions), run(None)
+    torch.testing.assert_close(part.last_hidden_state[real_wanted], full.last_hidden_state[real_wanted], atol=ATOL, rtol=0)
+    assert not part.last_hidden_state[~real_wanted].any()
+    torch.testing.assert_close(part.pooler_output, full.pooler_output, atol=ATOL, rtol=0)
+    assert set(part_grads) == set(full_grads)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(part_grads[name], grad, atol=ATOL, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_dropout_is_a_fair_bernoulli_mask_with_exact_scale():
     torch.manual_seed(0)
     x = torch.randn(1_000_000, requires_grad=True)
