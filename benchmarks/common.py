@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
+from bertkit.data.pretrain import Instance
 from bertkit.datasets import chinese_reviews, package_file, peoples_daily_ner  # noqa: F401 (re-exported)
+from bertkit.tokenizer import BertTokenizer
 
 
 def english_texts() -> list[str]:
@@ -93,15 +95,24 @@ def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) ->
     return 2 * size**3 / best_time(lambda: a @ b, repeats)
 
 
-def encoder_forward_flops(hidden: int, layers: int, lengths: list[int], vocab_size: int = 0, scored_tokens: int = 0) -> float:
+def encoder_forward_flops(hidden: int, layers: int, lengths: list[int], vocab_size: int = 0, scored_tokens: int = 0,
+                          last_layer_outputs: list[int] | None = None) -> float:
     """Matmul FLOPs of one encoder forward over sequences of these real (unpadded) lengths.
 
     Per layer and sequence of n tokens: QKV, output and feed-forward projections 24·n·h², attention scores and
     their weighted sum 4·n²·h. An MLM decoder adds 2·h·V (plus its 2·h² transform) per scored token. Padding is
-    not counted: it is work a padded implementation wastes, not work the model needs.
+    not counted: it is work a padded implementation wastes, not work the model needs. Neither, given
+    `last_layer_outputs` (per sequence, how many positions' final vectors are read: 1 for a classifier's [CLS],
+    the masked tokens + [CLS] in pre-training), is the last layer's work for the other positions: it needs keys
+    and values of all n tokens (4·n·h²), and for each of the w read positions its query, attention, output
+    projection and feed-forward block (20·h² + 4·n·h).
     """
-    per_layer = sum(24 * n * hidden**2 + 4 * n * n * hidden for n in lengths)
-    return layers * per_layer + scored_tokens * (2 * hidden * vocab_size + 2 * hidden**2)
+    per_layer = [24 * n * hidden**2 + 4 * n * n * hidden for n in lengths]
+    total = layers * sum(per_layer) + scored_tokens * (2 * hidden * vocab_size + 2 * hidden**2)
+    if last_layer_outputs is not None:
+        needed = [4 * n * hidden**2 + w * (20 * hidden**2 + 4 * n * hidden) for n, w in zip(lengths, last_layer_outputs)]
+        total += sum(needed) - sum(per_layer)
+    return total
 
 
 def polarity_reviews() -> list[tuple[str, str]]:
@@ -126,3 +137,19 @@ def polarity_classifier(out: Path, epochs: int = 3, lr: float = 2e-4) -> tuple[P
     train_file.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in reviews[:150]), encoding="utf-8")
     finetune(ClassifyTask(), train_file, out, None, train_config=TrainConfig(epochs=epochs, batch_size=16, lr=lr, seed=1, bf16=False))
     return out, reviews[150:]
+
+
+def peoples_daily_pretraining(work: Path, max_len: int) -> tuple[BertTokenizer, list[Instance]]:
+    """People's Daily 1998 as NSP pre-training instances, with a char-level 8,000-token vocab trained on it."""
+    import random
+
+    from bertkit.data.pretrain import Shards, create_instances
+    from bertkit.datasets import peoples_daily_sentences
+    from bertkit.tokenizer import train_tokenizer
+
+    corpus = work / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(d) for d in peoples_daily_sentences()) + "\n", encoding="utf-8")
+    tokenizer = train_tokenizer([corpus], 8000, show_progress=False)
+    tokenizer.save_pretrained(work / "tok")
+    shards = Shards.open_or_build([corpus], tokenizer, work / "shards", chinese_words=False, show_progress=False)
+    return tokenizer, create_instances(shards, max_len, random.Random(0))

@@ -156,7 +156,8 @@ def main() -> None:
 
     config = json.loads((Path(default_model_dir()) / "config.json").read_text())
     lengths = [len(e.input_ids) for e in BertTokenizer.from_pretrained(default_model_dir()).encode_batch(texts, max_length=MAX_LEN)]
-    flops = encoder_forward_flops(config["hidden_size"], config["num_hidden_layers"], lengths)
+    flops = encoder_forward_flops(config["hidden_size"], config["num_hidden_layers"], lengths,
+                                  last_layer_outputs=[1] * len(lengths))
     peak = matmul_peak_flops(torch.float32)
     for name, figure in figures.items():
         figure["fraction_of_fp32_matmul_peak"] = round(flops * figure["texts_per_s"] / len(texts) / peak, 3)
