@@ -544,6 +544,7 @@ def test_dropout_is_a_fair_bernoulli_mask_with_exact_scale():
     assert torch.equal(first, dropout(torch.ones(1000), 0.5, training=True))
     assert not torch.equal(first, dropout(torch.ones(1000), 0.5, training=True))
     assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+    assert not dropout(x, 1.0, training=True).any()
 
 
 @pytest.mark.parametrize("unpad", [True, False])
