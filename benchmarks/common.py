@@ -10,15 +10,16 @@ import datetime
 import importlib.metadata
 import json
 import platform
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from bertkit.data.pretrain import Instance
-from bertkit.datasets import chinese_reviews, package_file, peoples_daily_ner  # noqa: F401 (re-exported)
-from bertkit.tokenizer import BertTokenizer
+from bertkit.data.pretrain import Instance, Shards, create_instances
+from bertkit.datasets import chinese_reviews, package_file, peoples_daily_ner, peoples_daily_sentences  # noqa: F401 (re-exported)
+from bertkit.tokenizer import BertTokenizer, train_tokenizer
 
 
 def english_texts() -> list[str]:
@@ -141,12 +142,6 @@ def polarity_classifier(out: Path, epochs: int = 3, lr: float = 2e-4) -> tuple[P
 
 def peoples_daily_pretraining(work: Path, max_len: int) -> tuple[BertTokenizer, list[Instance]]:
     """People's Daily 1998 as NSP pre-training instances, with a char-level 8,000-token vocab trained on it."""
-    import random
-
-    from bertkit.data.pretrain import Shards, create_instances
-    from bertkit.datasets import peoples_daily_sentences
-    from bertkit.tokenizer import train_tokenizer
-
     corpus = work / "corpus.txt"
     corpus.write_text("\n\n".join("\n".join(d) for d in peoples_daily_sentences()) + "\n", encoding="utf-8")
     tokenizer = train_tokenizer([corpus], 8000, show_progress=False)
