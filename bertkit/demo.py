@@ -191,7 +191,7 @@ def run_story(config: StoryConfig) -> dict:
 
     means = {name: statistics.mean(values) for name, values in accuracy.items()}
     spreads = {name: statistics.stdev(values) if len(values) > 1 else 0.0 for name, values in accuracy.items()}
-    plot_comparison(accuracy, "test accuracy (review sentiment, 1,000 labels)", out / "comparison.png")
+    plot_comparison(accuracy, "test accuracy (review sentiment, 1,000 labels)", out / "comparison.png", dev_accuracy)
     print("[4/4] result (mean ± std over seeds):")
     for name in accuracy:
         print(f"      {name:12s} {means[name]:.3f} ± {spreads[name]:.3f}")
