@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,15 @@ def _as_features(instances: list[Instance]) -> list[Feature]:
     return [{"input_ids": i.tokens, "instance": i} for i in instances]
 
 
+def held_out_batches(
+    held: list[Instance], tokenizer: BertTokenizer, batch_size: int, whole_word: bool
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The held-out instances in batches, masked the same way every time (each batch seeded by its start)."""
+    for start in range(0, len(held), batch_size):
+        generator = torch.Generator().manual_seed(start)
+        yield pretraining_collate(held[start : start + batch_size], tokenizer, generator, whole_word)
+
+
 def masked_lm_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss and accuracies of one batch, scoring the masked positions only."""
     out = model(**batch, masked_only=True)
@@ -147,8 +157,7 @@ def pretrain(settings: PretrainSettings) -> History:
         batches = 0
         size = settings.train.batch_size
         device = next(trained.parameters()).device
-        for start in range(0, len(held), size):
-            batch = collate_fn(_as_features(held[start : start + size]), seed=start)  # the same masks every time
+        for batch in held_out_batches(held, tokenizer, size, settings.whole_word_mask):
             _, logs = masked_lm_step(trained, {k: v.to(device) for k, v in batch.items()})
             for key, value in logs.items():
                 totals[key] = totals.get(key, 0.0) + value
@@ -216,8 +225,7 @@ def mlm_against_bigram(model_dir: str | Path, max_seq_len: int = 128, nsp: bool 
     bigram = Bigram(shards, train_docs, tokenizer.vocab_size)
     model_nll = bigram_nll = 0.0
     model_correct = bigram_correct = positions = 0
-    for start in range(0, len(held), batch_size):
-        batch = pretraining_collate(held[start : start + batch_size], tokenizer, torch.Generator().manual_seed(start), False)
+    for batch in held_out_batches(held, tokenizer, batch_size, whole_word=False):
         with torch.inference_mode():
             logits = model(**batch, masked_only=True).mlm_logits.float()
         where = batch["labels"] != IGNORE_INDEX
