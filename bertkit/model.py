@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,14 +60,20 @@ class _MaskedScale(torch.autograd.Function):
         return grad * (keep.view(torch.uint8).to(grad.dtype) * ctx.scale), None, None
 
 
+def _random_words(count: int) -> torch.Tensor:
+    """`count` random 64-bit words, seeded by one draw from torch's generator so that `torch.manual_seed`
+    still fixes every mask. numpy's SFC64 makes them 2.4x as fast as torch's CPU generator (mt19937)."""
+    seed = int(torch.randint(0, 2**63 - 1, (1,)))
+    return torch.from_numpy(np.random.SFC64(seed).random_raw(count).view(np.int64))
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout, as `F.dropout`, but about 3x cheaper on CPU.
+    """Inverted dropout, as `F.dropout`, in half its time on CPU (2 M elements, forward and backward: 11.8 vs 22 ms).
 
     torch's CPU generator draws one random number per element, serially, and in BERT training that
     made dropout (three masks a layer, one of them over every attention weight) a sixth of the step.
     Here one 64-bit draw gives four 16-bit lanes, each compared with p * 65536: the same Bernoulli mask
-    (p exact to 1/65536; the scale uses the exact keep rate), from the same seeded generator. CUDA
-    keeps torch's own fused kernel.
+    (p exact to 1/65536; the scale uses the exact keep rate). CUDA keeps torch's own fused kernel.
     """
     if not training or p == 0.0:
         return x
@@ -75,7 +82,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     threshold = round(p * 65536)
     if threshold >= 65536:  # p = 1 (or within 1/65536 of it): everything is dropped
         return x * 0.0
-    lanes = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64).view(torch.int16)
+    lanes = _random_words((x.numel() + 3) // 4).view(torch.int16)
     keep = (lanes[: x.numel()] >= threshold - 32768).view(x.shape)
     return _MaskedScale.apply(x, keep, 65536 / (65536 - threshold))
 
