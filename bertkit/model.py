@@ -275,12 +275,10 @@ class SelfAttention(nn.Module):
         if unpadded is None:
             context = self.attend(qkv, mask)
         else:  # x is (tokens, hidden): attention alone needs a (sequences, seq) layout, group by group
-            pieces = []
-            for group in unpadded.groups:
-                grouped = qkv.index_select(0, group.gather).view(group.size, group.seq, -1)
-                piece = self.attend(grouped, group.mask).flatten(0, 1)
-                pieces.append(piece if group.valid is None else piece[group.valid])
-            context = torch.cat(pieces).index_select(0, unpadded.inverse)
+            # One gather into every group's slots and one gather back: a copy each way, whatever the number of groups.
+            slots = qkv.index_select(0, unpadded.gather).split([g.size * g.seq for g in unpadded.groups])
+            pieces = [self.attend(s.view(g.size, g.seq, -1), g.mask).flatten(0, 1) for g, s in zip(unpadded.groups, slots)]
+            context = torch.cat(pieces).index_select(0, unpadded.slot_of_token)
         if rows is not None:
             x, context = (t.reshape(-1, t.shape[-1]).index_select(0, rows) for t in (x, context))
         return self.norm(x + self.dropout(self.out(context)))
@@ -326,9 +324,6 @@ class Pooler(nn.Module):
 class LengthGroup:
     """Sequences of similar length, laid out (size, seq) for one padded attention call."""
 
-    gather: torch.Tensor  # (size*seq,) packed-token index of each slot (0 in padding slots)
-    targets: torch.Tensor  # packed-token indices of the real slots, in slot order
-    valid: torch.Tensor | None  # (size*seq,) True for real slots; None when no slot is padding
     mask: torch.Tensor | None  # (size, 1, 1, seq) key mask for SDPA; None when no slot is padding
     size: int
     seq: int
@@ -349,7 +344,8 @@ class UnpadInfo:
     batch: int
     seq: int
     groups: list[LengthGroup]
-    inverse: torch.Tensor  # packed-token order from the groups' concatenated real slots
+    gather: torch.Tensor  # (slots,) packed-token index of each slot of the groups, one after another (0 in padding)
+    slot_of_token: torch.Tensor  # (tokens,) the slot each packed token fills
 
     # A sequence joins the current group while it is at least this fraction of the group's longest.
     GROUP_RATIO: ClassVar[float] = 0.75
@@ -366,28 +362,19 @@ class UnpadInfo:
             if not members or sizes[i] < cls.GROUP_RATIO * sizes[members[-1][0]]:
                 members.append([])
             members[-1].append(i)
-        groups = [cls._group(rows, lengths, cu_seqlens) for rows in members]
-        inverse = torch.empty_like(indices)
-        targets = torch.cat([g.targets for g in groups])
-        inverse[targets] = torch.arange(len(targets), device=targets.device)
-        return cls(indices, cu_seqlens, *attention_mask.shape, groups, inverse)
-
-    @staticmethod
-    def _group(rows: list[int], lengths: torch.Tensor, cu_seqlens: torch.Tensor) -> LengthGroup:
-        rows_t = torch.tensor(rows, device=lengths.device)
-        seq = int(lengths[rows_t].max())
-        positions = torch.arange(seq, device=lengths.device)
-        valid = positions[None, :] < lengths[rows_t, None]  # (size, seq)
-        gather = torch.where(valid, cu_seqlens[rows_t, None] + positions[None, :], 0).flatten()
-        padded = not bool(valid.all())
-        return LengthGroup(
-            gather=gather,
-            targets=gather[valid.flatten()],
-            valid=valid.flatten() if padded else None,
-            mask=valid[:, None, None, :] if padded else None,
-            size=len(rows),
-            seq=seq,
-        )
+        groups, gathers, valids = [], [], []
+        for rows in members:
+            rows_t = torch.tensor(rows, device=lengths.device)
+            seq = sizes[rows[0]]  # the longest: rows are sorted by length
+            positions = torch.arange(seq, device=lengths.device)
+            valid = positions[None, :] < lengths[rows_t, None]  # (size, seq)
+            gathers.append(torch.where(valid, cu_seqlens[rows_t, None] + positions[None, :], 0).flatten())
+            valids.append(valid.flatten())
+            groups.append(LengthGroup(mask=None if bool(valid.all()) else valid[:, None, None, :], size=len(rows), seq=seq))
+        gather, valid = torch.cat(gathers), torch.cat(valids)
+        slot_of_token = torch.empty_like(indices)
+        slot_of_token[gather[valid]] = torch.nonzero(valid, as_tuple=True)[0]
+        return cls(indices, cu_seqlens, *attention_mask.shape, groups, gather, slot_of_token)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, seq, ...) -> (tokens, ...)"""
