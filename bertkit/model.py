@@ -257,8 +257,9 @@ class SelfAttention(nn.Module):
             # SDPA's CPU kernels cannot drop attention weights; its fallback does the same math as here,
             # but with torch's slow per-element dropout masks.
             scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2)
-            if mask is not None:
-                scores.masked_fill_(~mask, float("-inf"))
+            if mask is not None:  # adding a 0/-inf bias is cheaper than masked_fill_ over the broadcast mask
+                bias = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~mask, float("-inf"))
+                scores.add_(bias)
             weights = dropout(scores.softmax(-1), self.attn_dropout, training=True)
             context = weights @ v
         else:
