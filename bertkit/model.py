@@ -248,11 +248,15 @@ class SelfAttention(nn.Module):
         self.attn_dropout = config.attention_probs_dropout_prob
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """qkv (batch, seq, 3*hidden), mask (batch, 1, 1, seq) True where a key is real -> (batch, seq, hidden)."""
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """qkv (batch, seq, 3*hidden), mask (batch, 1, 1, seq) True where a key is real -> (batch, seq, hidden).
+
+        `queries` (batch, n) picks the positions whose outputs are wanted; the output is then (batch, n, hidden)."""
         batch, seq, _ = qkv.shape
         # (batch, seq, 3, heads, head_dim) -> 3 x (batch, heads, seq, head_dim)
         q, k, v = qkv.view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if queries is not None:
+            q = q.gather(2, queries[:, None, :, None].expand(-1, self.num_heads, -1, self.head_dim))
         if self.training and self.attn_dropout > 0 and qkv.device.type == "cpu":
             # SDPA's CPU kernels cannot drop attention weights; its fallback does the same math as here,
             # but with torch's slow per-element dropout masks.
@@ -265,24 +269,67 @@ class SelfAttention(nn.Module):
         else:
             dropout_p = self.attn_dropout if self.training else 0.0
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        return context.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)
+        return context.transpose(1, 2).reshape(batch, q.shape[2], self.num_heads * self.head_dim)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, unpadded: UnpadInfo | None = None, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         """`rows`: indices into x's token rows (flattened) whose outputs are wanted; the output is then (rows, hidden).
-        Every token still serves as a key and value; the projection after attention runs on the wanted rows only."""
+        Every token still serves as a key and value, but only the wanted rows are queries, and the projection after
+        attention runs on them alone."""
         qkv = self.qkv(x)
-        if unpadded is None:
-            context = self.attend(qkv, mask)
+        if unpadded is None:  # x is (batch, seq, hidden): one attention call
+            groups, slot_of_token = [(qkv, mask)], None
         else:  # x is (tokens, hidden): attention alone needs a (sequences, seq) layout, group by group
             # One gather into every group's slots and one gather back: a copy each way, whatever the number of groups.
             slots = qkv.index_select(0, unpadded.gather).split([g.size * g.seq for g in unpadded.groups])
-            pieces = [self.attend(s.view(g.size, g.seq, -1), g.mask).flatten(0, 1) for g, s in zip(unpadded.groups, slots)]
-            context = torch.cat(pieces).index_select(0, unpadded.slot_of_token)
-        if rows is not None:
-            x, context = (t.reshape(-1, t.shape[-1]).index_select(0, rows) for t in (x, context))
+            groups = [(s.view(g.size, g.seq, -1), g.mask) for g, s in zip(unpadded.groups, slots)]
+            slot_of_token = unpadded.slot_of_token
+        if rows is None:
+            context = _concat([self.attend(g, m).flatten(0, 1) for g, m in groups])
+            context = context.view_as(x) if slot_of_token is None else context.index_select(0, slot_of_token)
+        else:
+            wanted = rows if slot_of_token is None else slot_of_token.index_select(0, rows)
+            queries, order = wanted_queries(wanted, [g.shape[:2] for g, _ in groups])
+            pieces = [self.attend(g, m, q[0]).flatten(0, 1)[q[1]] for (g, m), q in zip(groups, queries) if q is not None]
+            context = _concat(pieces).index_select(0, order)
+            x = x.reshape(-1, x.shape[-1]).index_select(0, rows)
         return self.norm(x + self.dropout(self.out(context)))
+
+
+def _concat(pieces: list[torch.Tensor]) -> torch.Tensor:
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # cat would copy even a single piece
+
+
+def wanted_queries(
+    slots: torch.Tensor, shapes: list[tuple[int, int]]
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor] | None], torch.Tensor]:
+    """Lay out the query positions whose attention outputs are wanted, for attention groups of these (size, seq)
+    shapes; `slots` index the groups' positions laid one after another. Per group: each sequence's wanted
+    positions, padded to the group's most ((size, most) positions in the sequence, and a flat mask of the real
+    ones), or None when the group has none. And `order`: where each wanted slot's output lands among the real
+    queries' outputs, concatenated group after group."""
+    sorted_slots, by_slot = torch.sort(slots)
+    per_group: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+    start = 0
+    for size, seq in shapes:
+        bounds = torch.tensor([start, start + size * seq], device=slots.device)
+        low, high = torch.searchsorted(sorted_slots, bounds).tolist()
+        start += size * seq
+        if low == high:
+            per_group.append(None)
+            continue
+        local = sorted_slots[low:high] - bounds[0]
+        sequence, position = local // seq, local % seq
+        counts = torch.bincount(sequence, minlength=size)
+        rank = torch.arange(high - low, device=slots.device) - (torch.cumsum(counts, 0) - counts)[sequence]
+        most = int(counts.max())
+        index = torch.zeros(size, most, dtype=torch.long, device=slots.device).index_put_((sequence, rank), position)
+        real = torch.zeros(size, most, dtype=torch.bool, device=slots.device).index_put_((sequence, rank), torch.tensor(True))
+        per_group.append((index, real.flatten()))
+    order = torch.empty_like(by_slot)
+    order[by_slot] = torch.arange(len(by_slot), device=slots.device)
+    return per_group, order
 
 
 class FeedForward(nn.Module):
@@ -412,10 +459,10 @@ class BertModel(nn.Module):
         only speed, never the result (beyond float rounding); padded positions come back as zeros.
 
         `output_positions` (batch, seq) bool marks the positions whose final vectors the caller reads: [CLS]
-        for a classifier, the masked positions (and [CLS] for NSP) in pre-training. The last layer then runs
-        its output projection and feed-forward block on those alone, three quarters of that layer's work
-        for the rest; their rows of last_hidden_state are zeros. Earlier layers are untouched, as every
-        position is a key and value of the last layer's attention.
+        for a classifier, the masked positions (and [CLS] for NSP) in pre-training. In the last layer only
+        those are attention queries, and the output projection and feed-forward block run on them alone;
+        their rows of last_hidden_state are zeros. Earlier layers are untouched, as every position is a key
+        and value of the last layer's attention.
         """
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise BertkitError(

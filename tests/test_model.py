@@ -488,12 +488,16 @@ def test_unpadded_path_matches_padded_path_outputs_and_gradients():
 
 
 @pytest.mark.parametrize("unpad", [True, False])
-def test_output_positions_match_the_full_last_layer(unpad):
+@pytest.mark.parametrize("attention", ["sdpa", "math"])
+def test_output_positions_match_the_full_last_layer(unpad, attention):
     """Heads ask the last layer for the positions they read (masked tokens and [CLS] in pre-training): same
     vectors there, zeros elsewhere, same pooled vector and same gradients as computing every position, on
-    uneven lengths in padded attention groups, with some requested positions in the padding."""
+    uneven lengths in padded attention groups, with some requested positions in the padding. Both attention
+    paths: SDPA, and the explicit math training takes when attention weights are dropped (a rate that drops
+    nothing here)."""
     torch.manual_seed(0)
-    model = BertModel(ours_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    attention_dropout = 1e-9 if attention == "math" else 0.0
+    model = BertModel(ours_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=attention_dropout))
     perturb(model, 5)
     model.train()
     lengths = [1, 16, 2, 14, 9, 3]
