@@ -285,15 +285,19 @@ class SelfAttention(nn.Module):
             slots = qkv.index_select(0, unpadded.gather).split([g.size * g.seq for g in unpadded.groups])
             groups = [(s.view(g.size, g.seq, -1), g.mask) for g, s in zip(unpadded.groups, slots)]
             slot_of_token = unpadded.slot_of_token
-        if rows is None:
-            context = _concat([self.attend(g, m).flatten(0, 1) for g, m in groups])
-            context = context.view_as(x) if slot_of_token is None else context.index_select(0, slot_of_token)
-        else:
+        # The wanted queries' layout is sized from the data, which torch.export cannot trace: exported graphs
+        # compute every query and keep the wanted rows.
+        if rows is not None and not torch.compiler.is_exporting():
             wanted = rows if slot_of_token is None else slot_of_token.index_select(0, rows)
             queries, order = wanted_queries(wanted, [g.shape[:2] for g, _ in groups])
             pieces = [self.attend(g, m, q[0]).flatten(0, 1)[q[1]] for (g, m), q in zip(groups, queries) if q is not None]
             context = _concat(pieces).index_select(0, order)
             x = x.reshape(-1, x.shape[-1]).index_select(0, rows)
+        else:
+            context = _concat([self.attend(g, m).flatten(0, 1) for g, m in groups])
+            context = context.view_as(x) if slot_of_token is None else context.index_select(0, slot_of_token)
+            if rows is not None:
+                x, context = (t.reshape(-1, t.shape[-1]).index_select(0, rows) for t in (x, context))
         return self.norm(x + self.dropout(self.out(context)))
 
 
