@@ -526,6 +526,24 @@ def test_output_positions_match_the_full_last_layer(unpad, attention):
         torch.testing.assert_close(part_grads[name], grad, atol=ATOL, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_output_positions_may_leave_whole_attention_groups_out():
+    """Sequences with no wanted position leave their attention group without queries; a batch may want none."""
+    torch.manual_seed(0)
+    model = BertModel(ours_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).eval()
+    perturb(model, 6)
+    lengths = [1, 16, 2, 14, 9, 3]  # attention groups: (16, 14), (9,), (3,), (2,), (1,)
+    batch = make_batch(lengths, 16, seed=8)
+    real = batch["attention_mask"].bool()
+    positions = real.clone()
+    positions[[2, 4, 5]] = False  # groups (9,), (3,) and (2,) want nothing
+    with torch.no_grad():
+        full = model(**batch).last_hidden_state
+        part = model(**batch, output_positions=positions).last_hidden_state
+        none = model(**batch, output_positions=torch.zeros_like(positions)).last_hidden_state
+    torch.testing.assert_close(part[positions], full[positions], atol=ATOL, rtol=0)
+    assert not part[~positions].any() and not none.any()
+
+
 def test_dropout_is_a_fair_bernoulli_mask_with_exact_scale():
     torch.manual_seed(0)
     x = torch.randn(1_000_000, requires_grad=True)
