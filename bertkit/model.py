@@ -287,7 +287,7 @@ class SelfAttention(nn.Module):
             slot_of_token = unpadded.slot_of_token
         # The wanted queries' layout is sized from the data, which torch.export cannot trace: exported graphs
         # compute every query and keep the wanted rows (as does a batch that wants none).
-        if rows is not None and rows.numel() > 0 and not torch.compiler.is_exporting():
+        if not torch.compiler.is_exporting() and rows is not None and rows.numel() > 0:
             wanted = rows if slot_of_token is None else slot_of_token.index_select(0, rows)
             queries, order = wanted_queries(wanted, [g.shape[:2] for g, _ in groups])
             pieces = [self.attend(g, m, q[0]).flatten(0, 1)[q[1]] for (g, m), q in zip(groups, queries) if q is not None]
