@@ -152,9 +152,9 @@ def run_story(config: StoryConfig) -> dict:
           f"({against_bigram['bigram_mlm_accuracy']:.3f}) for a table of which token follows which")
 
     random_init = out / "random_init"
-    fresh = BertForPreTraining(load_pretrained(pretrained)[0].config)
-    save_model(fresh, random_init)
-    load_pretrained(pretrained)[1].save_pretrained(random_init)
+    trained, tokenizer, _ = load_pretrained(pretrained)
+    save_model(BertForPreTraining(trained.config), random_init)
+    tokenizer.save_pretrained(random_init)
 
     train_file, dev_file, test_file = (_write_jsonl(rows, out / f"{name}.jsonl")
                                        for rows, name in ((train, "train"), (dev, "dev"), (test, "test")))
