@@ -22,7 +22,7 @@ import transformers
 from benchmarks.common import emit, encoder_forward_flops, machine, matmul_peak_flops, peoples_daily_pretraining
 from bertkit.data.pretrain import pretraining_collate
 from bertkit.heads import BertForPreTraining
-from bertkit.model import BertConfig
+from bertkit.config import BertConfig
 from bertkit.pretrain import masked_lm_step
 from bertkit.trainer import bf16_available, Trainer, TrainConfig
 

@@ -7,10 +7,14 @@ from typing import Any
 
 import torch
 
+# The label of positions that no loss scores (padding, [CLS], the later pieces of a word, unmasked tokens);
+# the same value as torch's cross-entropy default and Hugging Face's datasets.
+IGNORE_INDEX = -100
+
 Feature = dict[str, Any]  # input_ids, token_type_ids (lists of ints) and task fields (labels, positions)
 
 # Per-token fields and the value that pads them; anything else is one value per example.
-_PAD_VALUES = {"input_ids": None, "token_type_ids": 0, "labels": -100}
+_PAD_VALUES = {"input_ids": None, "token_type_ids": 0, "labels": IGNORE_INDEX}
 
 
 def collate(features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:

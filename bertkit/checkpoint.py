@@ -22,7 +22,8 @@ from torch import nn
 
 from bertkit.errors import BertkitError
 from bertkit.heads import ARCHITECTURES
-from bertkit.model import BertConfig, BertModel
+from bertkit.config import BertConfig
+from bertkit.model import BertModel
 from bertkit.tokenizer import BertTokenizer
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from bertkit.errors import BertkitError
 from bertkit.demo import StoryConfig
-from bertkit.model import MODEL_SIZES
+from bertkit.config import MODEL_SIZES
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:

@@ -32,7 +32,8 @@ from torch import nn
 
 from bertkit.checkpoint import load_model, resolve_model_dir
 from bertkit.errors import BertkitError
-from bertkit.model import BertConfig, BertModel, EncoderOutput
+from bertkit.config import BertConfig
+from bertkit.model import BertModel, EncoderOutput
 
 ONNX_FILE = "model.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.model import ACTIVATIONS, BertConfig, BertModel, Dropout, init_weights
-
-IGNORE_INDEX = -100
+from bertkit.batching import IGNORE_INDEX
+from bertkit.config import BertConfig
+from bertkit.model import BertModel, init_weights
+from bertkit.ops import ACTIVATIONS, Dropout
 
 
 def _first_token(input_ids: torch.Tensor) -> torch.Tensor:

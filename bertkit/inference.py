@@ -26,7 +26,7 @@ from bertkit.data.io import iter_lines
 from bertkit.errors import BertkitError
 from bertkit.export import DIGEST_KEY, INPUT_NAMES, ONNX_FILE, open_session, run_session, weights_digest
 from bertkit.heads import Output, QAOutput
-from bertkit.model import BertConfig
+from bertkit.config import BertConfig
 from bertkit.tasks import task_of
 from bertkit.tokenizer import BertTokenizer
 from bertkit.trainer import autocast, bf16_available

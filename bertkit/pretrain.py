@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from bertkit import dist
-from bertkit.batching import Feature
+from bertkit.batching import IGNORE_INDEX, Feature
 from bertkit.checkpoint import load_model, resolve_model_dir, save_model
 from bertkit.data.pretrain import Instance, Shards, create_instances, pretraining_collate
 from bertkit.errors import BertkitError
-from bertkit.heads import IGNORE_INDEX, BertForPreTraining
-from bertkit.model import BertConfig
+from bertkit.heads import BertForPreTraining
+from bertkit.config import BertConfig
 from bertkit.tokenizer import BertTokenizer, train_tokenizer
 from bertkit.trainer import History, Trainer, TrainConfig, set_seed
 

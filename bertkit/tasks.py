@@ -21,7 +21,7 @@ from bertkit import metrics
 from bertkit.batching import Feature, forward_in_batches
 from bertkit.data import classify, ner, qa
 from bertkit.errors import BertkitError
-from bertkit.model import BertConfig
+from bertkit.config import BertConfig
 from bertkit.plots import plot_confusion_matrix
 from bertkit.tokenizer import BertTokenizer
 

@@ -75,7 +75,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from bertkit.checkpoint import save_model
-    from bertkit.model import BertConfig, BertModel
+    from bertkit.config import BertConfig
+    from bertkit.model import BertModel
     from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer
 
     tokenizer = BertTokenizer.from_vocab(SPECIAL_TOKENS + TINY_WORDS)

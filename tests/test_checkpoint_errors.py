@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from bertkit.checkpoint import load_model, save_model
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForPreTraining
-from bertkit.model import BertConfig
+from bertkit.config import BertConfig
 
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 

@@ -12,7 +12,8 @@ import torch
 from bertkit.checkpoint import save_model
 from bertkit.finetune import finetune
 from bertkit.inference import Predictor
-from bertkit.model import BertConfig, BertModel
+from bertkit.config import BertConfig
+from bertkit.model import BertModel
 from bertkit.tasks import ClassifyTask
 from bertkit.tokenizer import BertTokenizer
 from bertkit.trainer import TrainConfig
@@ -66,3 +67,15 @@ def test_finetuning_is_unchanged_by_the_fast_path(small_uncased_bert, tmp_path, 
     assert [p["label"] for p in fast_predictions] == [p["label"] for p in reference_predictions]
     for a, b in zip(fast_predictions, reference_predictions):
         assert a["score"] == pytest.approx(b["score"], abs=1e-3)
+
+
+def test_the_fast_path_refuses_masks_that_are_not_right_padded():
+    from bertkit.errors import BertkitError
+
+    model = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32)).eval()
+    ids = torch.ones(2, 4, dtype=torch.long)
+    for mask in ([[0, 1, 1, 1], [1, 1, 1, 1]], [[1, 0, 1, 0], [1, 1, 1, 1]]):
+        with pytest.raises(BertkitError, match="right-padded"):
+            model(ids, torch.tensor(mask))
+    model(ids, torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]))  # right padding is accepted

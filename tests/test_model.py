@@ -21,8 +21,11 @@ from safetensors.torch import load_file, save_file
 
 from bertkit.checkpoint import LoadReport, load_model, ours_to_hf, save_model
 from bertkit.errors import BertkitError
-from bertkit.heads import ARCHITECTURES, IGNORE_INDEX, BertForPreTraining, BertForSequenceClassification
-from bertkit.model import MODEL_SIZES, BertConfig, BertModel, dropout
+from bertkit.batching import IGNORE_INDEX
+from bertkit.config import MODEL_SIZES, BertConfig
+from bertkit.heads import ARCHITECTURES, BertForPreTraining, BertForSequenceClassification
+from bertkit.model import BertModel
+from bertkit.ops import dropout
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()

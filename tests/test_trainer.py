@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bertkit.heads import BertForSequenceClassification
-from bertkit.model import BertConfig
+from bertkit.config import BertConfig
 from bertkit.trainer import Trainer, TrainConfig, linear_schedule, make_optimizer
 
 

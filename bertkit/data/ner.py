@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
+from bertkit.batching import IGNORE_INDEX
 from bertkit.data.io import iter_jsonl, iter_lines
 from bertkit.errors import BertkitError
 from bertkit.metrics import get_entities
 from bertkit.tokenizer import BertTokenizer
 
-IGNORE_INDEX = -100
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _TAG = re.compile(r"O|[BIES]-.+")
 _TAG_HELP = "not a BIO or BIOES tag (O, B-TYPE, I-TYPE, E-TYPE or S-TYPE)"

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bertkit.batching import collate
+from bertkit.batching import IGNORE_INDEX, collate
 from bertkit.data.io import check_corpus_files, stream_corpus_lines
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer, Encoding
@@ -45,7 +45,6 @@ _FIXED_DTYPES = {"word_starts": np.uint8, "sentence_starts": np.int64, "document
 _LINES_PER_BATCH = 8192  # lines per encode_batch call: big enough for the Rust side to parallelise
 _DETECT_LINES = 1000
 _CHINESE_SHARE = 0.3
-IGNORE_INDEX = -100
 # Default for mask_tokens' random replacements: the ids of the special tokens in vocabularies that list them first
 # (train_tokenizer's and from_vocab(SPECIAL_TOKENS + ...)). Google's vocab.txt files put them elsewhere
 # ([CLS] is 101); pretraining_collate always passes the tokenizer's real ids.
