@@ -10,7 +10,8 @@ import transformers
 
 from bertkit.cli import main
 from tests.conftest import run_cli
-from bertkit.pretrain import PretrainSettings, mlm_against_bigram, pretrain
+from benchmarks.mlm_vs_bigram import mlm_against_bigram
+from bertkit.pretrain import PretrainSettings, pretrain
 from bertkit.trainer import Trainer, TrainConfig
 
 
