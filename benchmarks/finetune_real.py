@@ -28,7 +28,8 @@ from bertkit.checkpoint import default_model_dir
 from bertkit.finetune import finetune
 from bertkit.inference import Predictor
 from bertkit.tasks import TASKS
-from bertkit.trainer import bf16_available, TrainConfig
+from bertkit.runtime import bf16_available
+from bertkit.trainer import TrainConfig
 
 
 def write_sentiment(rows: list[tuple[str, str]], path: Path) -> Path:

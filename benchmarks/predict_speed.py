@@ -54,7 +54,7 @@ def _load(contender: str, model_dir: Path, batch_size: int):
     if contender.startswith("transformers"):
         import transformers
 
-        from bertkit.trainer import autocast
+        from bertkit.runtime import autocast
 
         tokenizer = transformers.BertTokenizerFast.from_pretrained(model_dir)
         model = transformers.BertForSequenceClassification.from_pretrained(model_dir, attn_implementation="sdpa").eval()
@@ -79,7 +79,7 @@ def _load(contender: str, model_dir: Path, batch_size: int):
         graph = model_dir / ("model.int8.onnx" if contender == "onnx_int8" else "model.onnx")
         predictor = Predictor(model_dir, batch_size, backend="onnx", onnx_file=graph)
     else:
-        predictor = Predictor(model_dir, batch_size, bf16=contender.endswith("bf16"))
+        predictor = Predictor(model_dir, batch_size, fp32=contender.endswith("fp32"))
     names = [predictor.config.id2label[i] for i in range(predictor.config.num_labels)]
 
     def predict(texts: list[str]) -> list[tuple[str, list[float]]]:
@@ -122,7 +122,7 @@ def main() -> None:
         return
 
     from bertkit.export import export_onnx
-    from bertkit.trainer import bf16_available
+    from bertkit.runtime import bf16_available
 
     # bf16 is measured only where the CPU has it natively; emulated bf16 is many times slower than fp32 for both.
     contenders = [c for c in CONTENDERS if bf16_available(torch.device("cpu")) or not c.endswith("bf16")]

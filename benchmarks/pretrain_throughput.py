@@ -24,7 +24,8 @@ from bertkit.data.pretrain import pretraining_collate
 from bertkit.heads import BertForPreTraining
 from bertkit.config import BertConfig
 from bertkit.pretrain import masked_lm_step
-from bertkit.trainer import bf16_available, Trainer, TrainConfig
+from bertkit.runtime import bf16_available
+from bertkit.trainer import Trainer, TrainConfig
 
 
 WARMUP_STEPS = 3

@@ -44,6 +44,7 @@ def _finetune(args: argparse.Namespace) -> None:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, grad_accum=args.grad_accum,
         seed=args.seed, bf16=not args.no_bf16, patience=args.patience, group_by_length=args.group_by_length,
+        save_every=args.save_every, allow_changes=args.allow_changes,
     )
     history = finetune(task_class(settings), args.train, args.out, args.model, args.dev, config,
                        eval_batch_size=args.eval_batch_size, resume=args.resume, overwrite=args.overwrite)
@@ -64,7 +65,8 @@ def _pretrain(args: argparse.Namespace) -> None:
         raise BertkitError("give at most one of --model and --config")
     train = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, warmup_ratio=args.warmup_ratio,
                         weight_decay=args.weight_decay, grad_accum=args.grad_accum, seed=args.seed,
-                        bf16=not args.no_bf16, max_steps=args.steps, save_every=args.save_every)
+                        bf16=not args.no_bf16, max_steps=args.steps, save_every=args.save_every,
+                        allow_changes=args.allow_changes)
     settings = PretrainSettings(
         corpus=args.corpus, out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         model_size=args.model_size, config=args.config, model=args.model, max_seq_len=args.max_seq_len,
@@ -80,7 +82,7 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from bertkit.inference import Predictor
 
-    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16, backend=args.backend, onnx_file=args.onnx)
+    predictor = Predictor(args.model, args.batch_size, fp32=args.fp32, backend=args.backend, onnx_file=args.onnx)
     print(json.dumps(predictor.evaluate(args.data), ensure_ascii=False))
 
 
@@ -91,7 +93,7 @@ def _predict(args: argparse.Namespace) -> None:
         raise BertkitError("give either --input FILE or texts on the command line")
     if (args.output or args.resume or args.overwrite) and not args.input:
         raise BertkitError("--output, --resume and --overwrite go with --input FILE")
-    predictor = Predictor(args.model, args.batch_size, bf16=args.bf16, backend=args.backend, onnx_file=args.onnx)
+    predictor = Predictor(args.model, args.batch_size, fp32=args.fp32, backend=args.backend, onnx_file=args.onnx)
     if args.input:
         written = predict_file(predictor, args.input, args.output, resume=args.resume, overwrite=args.overwrite)
         if args.output:
@@ -117,7 +119,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     limits = ServerLimits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                           max_texts=args.max_texts, max_chars=args.max_chars)
-    serve(args.model, args.host, args.port, limits, threads=args.threads, backend=args.backend, onnx_file=args.onnx)
+    serve(args.model, args.host, args.port, limits, threads=args.threads, backend=args.backend, onnx_file=args.onnx,
+          fp32=args.fp32)
 
 
 def add_backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--group-by-length", action="store_true",
                          help="batch examples of similar length (faster; default: random batches)")
         sub.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+        sub.add_argument("--save-every", type=int, default=0,
+                         help="also write a resumable state every N optimizer steps (0: at epoch ends only)")
+        sub.add_argument("--allow-changes", action="store_true",
+                         help="with --resume: continue although data or settings changed (recorded in metrics.json)")
         sub.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
         if name == "classify":
             sub.add_argument("--text-column", default="text")
@@ -209,12 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces; jieba words for Chinese)")
     pre.add_argument("--no-bf16", action="store_true")
     pre.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    pre.add_argument("--allow-changes", action="store_true",
+                     help="with --resume: continue although data or settings changed (recorded in metrics.json)")
 
     evaluate = command(commands, "evaluate", _evaluate, "score a fine-tuned model on a labelled file (one JSON object)")
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
+    evaluate.add_argument("--fp32", action="store_true", help="run in fp32 even where the hardware has native bf16")
     add_backend_flags(evaluate)
 
     predict = command(commands, "predict", _predict, "predict with a fine-tuned model (JSON lines, in input order)")
@@ -226,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="continue an interrupted --output file: keep its whole lines, predict the rest")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     predict.add_argument("--batch-size", type=int, default=64)
-    predict.add_argument("--bf16", action="store_true", help="run in bf16 where the hardware has it")
+    predict.add_argument("--fp32", action="store_true", help="run in fp32 even where the hardware has native bf16")
     add_backend_flags(predict)
 
     serve = command(commands, "serve", _serve, "serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)")
@@ -237,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
     serve.add_argument("--max-texts", type=int, default=64, help="texts (QA: items) per request; more is refused (413)")
     serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text; longer is refused (413)")
+    serve.add_argument("--fp32", action="store_true", help="run in fp32 even where the hardware has native bf16")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     add_backend_flags(serve)
 

@@ -29,7 +29,7 @@ from bertkit.heads import Output, QAOutput
 from bertkit.config import BertConfig
 from bertkit.tasks import task_of
 from bertkit.tokenizer import BertTokenizer
-from bertkit.trainer import autocast, bf16_available
+from bertkit.runtime import autocast, use_bf16
 
 BACKENDS = ("torch", "onnx")
 CHUNK_SIZE = 4096  # examples in memory at once when predicting a file; many batches, so length sorting still pays
@@ -97,18 +97,17 @@ class Predictor:
         self,
         model_dir: str | os.PathLike,
         batch_size: int = 32,
-        bf16: bool = False,
+        fp32: bool = False,
         backend: str = "torch",
         onnx_file: str | os.PathLike | None = None,
     ) -> None:
-        """`backend` "onnx" runs `onnx_file` (default DIR/model.onnx) in ONNX Runtime on the CPU."""
+        """`backend` "onnx" runs `onnx_file` (default DIR/model.onnx) in ONNX Runtime on the CPU, as exported.
+        The torch backend runs in bf16 where the hardware has it natively, as training does; `fp32` opts out."""
         if backend == "torch":
             if onnx_file is not None:
                 raise BertkitError("--onnx FILE goes with --backend onnx")
             self.model, self.tokenizer, self.model_dir = load_pretrained(model_dir)
         elif backend == "onnx":
-            if bf16:
-                raise BertkitError("--bf16 is for the torch backend; the onnx backend runs the exported graph as it is")
             self.model, self.tokenizer, self.model_dir = load_onnx(model_dir, onnx_file)
         else:
             raise BertkitError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
@@ -118,7 +117,7 @@ class Predictor:
         self.task = task_of(self.config)
         self.batch_size = batch_size
         self.device = next(self.model.parameters()).device
-        self.bf16 = bf16 and bf16_available(self.device)
+        self.bf16 = backend == "torch" and use_bf16(self.device, fp32)
 
     def stream(self, path: str | os.PathLike) -> Iterator[Any]:
         """Examples from a .txt file (one text per line) or a file in the task's training format, one at a time."""
