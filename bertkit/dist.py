@@ -39,3 +39,13 @@ def is_main() -> bool:
 def barrier() -> None:
     if torch_dist.is_initialized():
         torch_dist.barrier()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every process when it is True on any one: a decision all ranks must take together."""
+    if not torch_dist.is_initialized():
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if torch_dist.get_backend() == "nccl" else None
+    value = torch.tensor([int(flag)], device=device)
+    torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
+    return bool(value.item())

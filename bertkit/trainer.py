@@ -1,15 +1,17 @@
 """One training loop for every task: AdamW, warmup then linear decay, clipping, accumulation, bf16,
-evaluation each epoch, early stopping, best-model keeping, and exact resume."""
+evaluation each epoch, DDP, and exact resume. Best-model keeping, early stopping and metrics.json
+are callbacks (bertkit/callbacks.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import math
 import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,10 +25,15 @@ from tqdm.auto import tqdm
 
 from bertkit import dist
 from bertkit.batching import Feature, collate, training_batches
-from bertkit.checkpoint import atomic_write_text
+from bertkit.callbacks import BestModel, Callback, EarlyStopping, MetricsWriter
 from bertkit.errors import BertkitError
+from bertkit.runtime import autocast, bf16_available
 
 STATE_DIR = "trainer_state"
+# Temporary files start with this prefix so that a later run can find and remove what a kill left behind.
+TMP_PREFIX = ".bertkit-tmp-"
+# Settings that do not change what the run computes: a resume may change them freely.
+NOT_FINGERPRINTED = ("save_every", "allow_changes")
 
 
 @dataclass
@@ -47,6 +54,8 @@ class TrainConfig:
     # Off by default: batches are then drawn at random, as the transformers Trainer does, and the
     # unpadded encoder already spends next to nothing on padding.
     group_by_length: bool = False
+    allow_changes: bool = field(default=False, metadata={
+        "help": "with --resume: continue although the data or settings differ from the saved run (recorded in metrics.json)"})
 
 
 @dataclass
@@ -55,23 +64,21 @@ class History:
     steps: list[dict[str, float]] = field(default_factory=list)  # (step, loss) points for the curve
     best: float | None = None
     best_epoch: int | None = None
+    changes: list[str] = field(default_factory=list)  # what a --resume --allow-changes changed
+
+
+def data_fingerprint(features: Sequence[Feature]) -> str:
+    """A hash of the training features (their plain fields; an attached object is covered by input_ids)."""
+    digest = hashlib.sha256()
+    for feature in features:
+        digest.update(repr([(k, v) for k, v in sorted(feature.items()) if isinstance(v, (int, float, str, list))]).encode())
+    return digest.hexdigest()[:16]
 
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def bf16_available(device: torch.device) -> bool:
-    """bf16 pays only where the hardware has it: CUDA, or a CPU with AVX512-BF16/AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -117,11 +124,13 @@ class Trainer:
         collate_fn: Callable[[list[Feature], int], dict[str, torch.Tensor]] | None = None,
         loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]] | None = None,
         find_unused_parameters: bool = False,
+        callbacks: Sequence[Callback] | None = None,
     ) -> None:
         """`collate_fn(features, seed)` builds a batch; the seed is fixed by (run seed, epoch, batch), so
         random batch contents (dynamic masking) come out the same after a resume. `loss_fn(model, batch)`
         returns the loss and extra figures for the progress bar; the default is the model's own loss.
-        `find_unused_parameters` is for models part of which the loss may skip (DDP must be told)."""
+        `find_unused_parameters` is for models part of which the loss may skip (DDP must be told).
+        `callbacks` default to best-model keeping, early stopping (when `patience` is set) and metrics.json."""
         if not features:
             raise BertkitError("no training examples")
         self.model = model
@@ -160,6 +169,10 @@ class Trainer:
         self.epoch = 0
         self.batches_done = 0  # within self.epoch, for resuming mid-epoch
         self.global_step = 0
+        self.should_stop = False  # set by a callback; the loop acts on it only once every rank agrees
+        self.fingerprint = {"data": data_fingerprint(features),
+                            **{k: v for k, v in asdict(config).items() if k not in NOT_FINGERPRINTED}}
+        self.callbacks = list(callbacks) if callbacks is not None else [BestModel(), EarlyStopping(config.patience), MetricsWriter()]
 
     # -- resumable state -------------------------------------------------------------------------
 
@@ -179,22 +192,46 @@ class Trainer:
             "global_step": self.global_step,
             "history": asdict(self.history),
             "config": asdict(self.config),
+            "fingerprint": self.fingerprint,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)  # a crash mid-write leaves the previous state intact
+        # A crash mid-write leaves the previous state intact and a TMP_PREFIX file that the next run removes.
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.state_path.parent)
+        try:
+            with os.fdopen(fd, "wb") as file:  # a file object: torch's zip writer refuses names starting with "."
+                torch.save(state, file)
+            os.replace(tmp, self.state_path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _check_fingerprint(self, saved: dict[str, Any]) -> None:
+        """A resume continues the same run: different data or settings are an error unless allowed."""
+        differences = [
+            "the training data" if key == "data" else f"{key} {saved.get(key)!r} -> {value!r}"
+            for key, value in self.fingerprint.items() if saved.get(key) != value
+        ]
+        if not differences:
+            return
+        if not self.config.allow_changes:
+            raise BertkitError(f"--resume: this run differs from the saved one in {', '.join(differences)}; "
+                               "pass --allow-changes to continue anyway")
+        self.history.changes.append(f"resumed at step {self.global_step} with changes: {', '.join(differences)}")
 
     def load_state(self) -> None:
         if not self.state_path.is_file():
             raise BertkitError(f"--resume: nothing to resume in {self.out_dir} (no {STATE_DIR}/state.pt)")
+        for debris in self.state_path.parent.glob(TMP_PREFIX + "*"):
+            debris.unlink(missing_ok=True)
         state = torch.load(self.state_path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])  # every process restores the same state
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.batches_done, self.global_step = state["epoch"], state["batches_done"], state["global_step"]
         self.history = History(**state["history"])
+        self._check_fingerprint(state.get("fingerprint", {}))
+        if self.config.allow_changes:  # a new peak rate takes effect from here on
+            self.scheduler.base_lrs = [self.config.lr] * len(self.scheduler.base_lrs)
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
@@ -221,19 +258,19 @@ class Trainer:
             self.history.epochs.append(record)
             if self.is_main:
                 self._report(record)
-            stop = self._keep_best(record)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, record)
+            self.should_stop = dist.any_rank(self.should_stop)  # every rank leaves the loop together, or none
             self.epoch, self.batches_done = epoch + 1, 0
             self.save_state()
             dist.barrier()  # nobody races ahead of a state that may be needed for a resume
-            if self.config.max_steps and self.global_step >= self.config.max_steps:
+            if self.should_stop or (self.config.max_steps and self.global_step >= self.config.max_steps):
                 break
-            if stop and self.is_main:
-                print(f"early stopping: no better {self.main_metric} for {self.config.patience} epochs", file=sys.stderr)
-                break
+        if self.is_main and self.history.best is None:
+            self.save(self.model, self.out_dir)  # no dev score chose a best epoch: keep the last
+        for callback in self.callbacks:
+            callback.on_train_end(self)
         if self.is_main:
-            if self.evaluate is None or self.history.best is None:
-                self.save(self.model, self.out_dir)
-            self._write_metrics()
             shutil.rmtree(self.out_dir / STATE_DIR, ignore_errors=True)
         dist.barrier()
         return self.history
@@ -263,10 +300,16 @@ class Trainer:
                 with autocast(self.device, self.use_bf16):
                     loss, logs = self.loss_fn(self.wrapped, batch)
                 (loss / group).backward()
+            if not math.isfinite(loss.item()):
+                raise BertkitError(f"the training loss became {loss.item()} at step {self.global_step + 1}; "
+                                   f"try a lower --lr (now {self.config.lr:g}) or --max-grad-norm "
+                                   f"(now {self.config.max_grad_norm:g})")
             total_loss, counted = total_loss + loss.item(), counted + 1
             if last_micro_step:
                 self._step()
                 self.history.steps.append({"step": self.global_step, "loss": loss.item(), **logs})
+                for callback in self.callbacks:
+                    callback.on_step_end(self, self.history.steps[-1])
                 shown = {"loss": f"{loss.item():.4f}", **{k: f"{v:.4g}" for k, v in logs.items()}}
                 bar.set_postfix(**shown, tok_s=f"{tokens / (time.perf_counter() - started):.0f}",
                                 lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
@@ -288,36 +331,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
 
-    def _keep_best(self, record: dict[str, Any]) -> bool:
-        """Save the model when the dev score improves; True when patience has run out.
-
-        Every process evaluates (the same model, the same data), so all reach the same decision."""
-        if self.evaluate is None:
-            return False
-        score = record["dev"][self.main_metric]
-        if self.history.best is None or score > self.history.best:
-            self.history.best, self.history.best_epoch = score, record["epoch"]
-            if self.is_main:
-                self.save(self.model, self.out_dir)
-            return False
-        return bool(self.config.patience) and record["epoch"] - self.history.best_epoch >= self.config.patience
-
     def _report(self, record: dict[str, Any]) -> None:
         line = f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
         if "dev" in record and self.main_metric:
             line += f", dev {self.main_metric} {record['dev'][self.main_metric]:.4f}"
         print(line, file=sys.stderr)
-
-    def _write_metrics(self) -> None:
-        from bertkit.plots import plot_training_curve
-
-        summary = {
-            "main_metric": self.main_metric,
-            "best": self.history.best,
-            "best_epoch": self.history.best_epoch,
-            "bf16": self.use_bf16,
-            "config": asdict(self.config),
-            "epochs": self.history.epochs,
-        }
-        atomic_write_text(self.out_dir / "metrics.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-        plot_training_curve(self.history, self.main_metric, self.out_dir / "training_curve.png")

@@ -48,3 +48,15 @@ def test_pretrain_under_torchrun(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "model.safetensors").is_file() and (out / "vocab.txt").is_file()
     assert result.stderr.count("model in") == 1
+
+
+def test_early_stopping_under_torchrun_stops_every_rank(tmp_path):
+    """Rank 0 runs out of patience after epoch 2; rank 1 would go on. Both must stop there (no hang)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(ROOT / "tests" / "ddp_worker.py"), "early-stop", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0 ran 2 epochs" in result.stdout and "rank 1 ran 2 epochs" in result.stdout
