@@ -23,7 +23,7 @@ import torch
 from bertkit.checkpoint import load_model
 from bertkit.data.pretrain import Shards, create_instances
 from bertkit.errors import BertkitError
-from bertkit.heads import IGNORE_INDEX
+from bertkit.batching import IGNORE_INDEX
 from bertkit.pretrain import _split_documents, held_out_batches
 from bertkit.tokenizer import BertTokenizer
 
