@@ -6,7 +6,7 @@ On the checkpoint's own held-out documents (the ones `bertkit pretrain` held out
 left in the model directory), both predict the same masked positions, with the same masks: the model from
 everything it sees, and a bigram count table from the training documents, p(token | its left neighbour),
 add-k smoothed, falling back to unigram counts where the left neighbour is masked too (see
-`bertkit.pretrain.mlm_against_bigram`). A model above the bigram's loss has learned little beyond token
+`bertkit.pretraining.mlm_against_bigram`). A model above the bigram's loss has learned little beyond token
 frequencies. Prints one JSON line: both losses (nats), both accuracies and the loss ratio.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.common import emit, machine
-from bertkit.pretrain import mlm_against_bigram
+from bertkit.pretraining import mlm_against_bigram
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ def _load(contender: str, model_dir: Path, batch_size: int):
         graph = model_dir / ("model.int8.onnx" if contender == "onnx_int8" else "model.onnx")
         predictor = Predictor(model_dir, batch_size, backend="onnx", onnx_file=graph)
     else:
-        predictor = Predictor(model_dir, batch_size, bf16=contender.endswith("bf16"))
+        predictor = Predictor(model_dir, batch_size, fp32=not contender.endswith("bf16"))
     names = [predictor.config.id2label[i] for i in range(predictor.config.num_labels)]
 
     def predict(texts: list[str]) -> list[tuple[str, list[float]]]:

@@ -313,12 +313,13 @@ def create_app(predictor: Predictor, limits: ServerLimits | None = None) -> Fast
 
 
 def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, limits: ServerLimits | None = None,
-          threads: int | None = None, backend: str = "torch", onnx_file: str | os.PathLike | None = None) -> None:
+          threads: int | None = None, backend: str = "torch", onnx_file: str | os.PathLike | None = None,
+          fp32: bool = False) -> None:
     """Load the model and answer requests until interrupted. `backend` "onnx" runs DIR/model.onnx (or
-    `onnx_file`) in ONNX Runtime, with the same thread count."""
+    `onnx_file`) in ONNX Runtime, with the same thread count; `fp32` opts out of bf16 where it is native."""
     torch.set_num_threads(threads or os.cpu_count() or 1)  # before loading: ONNX Runtime sessions take it too
     limits = limits or ServerLimits()
-    predictor = Predictor(model_dir, batch_size=limits.max_batch_size, backend=backend, onnx_file=onnx_file)
+    predictor = Predictor(model_dir, batch_size=limits.max_batch_size, fp32=fp32, backend=backend, onnx_file=onnx_file)
     print(f"serving {predictor.model_dir} ({predictor.task.name}, {backend}): web page http://{host}:{port}/, "
           f"API docs http://{host}:{port}/docs", file=sys.stderr)
     uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info")

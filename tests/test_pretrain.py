@@ -10,7 +10,7 @@ import transformers
 
 from bertkit.cli import main
 from tests.conftest import run_cli
-from bertkit.pretrain import PretrainSettings, mlm_against_bigram, pretrain
+from bertkit.pretraining import PretrainSettings, mlm_against_bigram, pretrain
 from bertkit.trainer import Trainer, TrainConfig
 
 
