@@ -280,7 +280,7 @@ def _check_encoding(argv: Sequence[str]) -> None:
             arg.encode("utf-8")
         except UnicodeEncodeError:
             shown = arg.encode("utf-8", "backslashreplace").decode("utf-8")
-            raise BertkitError(f"argument {shown!r} is not valid UTF-8; pass text as UTF-8") from None
+            raise BertkitError(f"argument '{shown}' is not valid UTF-8; pass text as UTF-8") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

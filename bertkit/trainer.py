@@ -54,6 +54,8 @@ class TrainConfig(Options):
 
 @dataclass
 class History:
+    """A training run: one dict per epoch (train loss, dev metrics), the loss curve's points, the best dev score."""
+
     epochs: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, float]] = field(default_factory=list)  # (step, loss) points for the curve
     best: float | None = None

@@ -54,8 +54,9 @@ class Task(ABC):
         Formats that are one document (SQuAD JSON) are read whole."""
         return iter(self.read(path, require_labels=False))
 
-    def from_records(self, records: list[dict[str, Any]], require_labels: bool = True) -> list[Any]:
-        """Examples from in-memory rows (a list of dicts, a DataFrame's records), as `read` gives from a file."""
+    def from_records(self, records: list[dict[str, Any]], what: str, require_labels: bool = True) -> list[Any]:
+        """Examples from in-memory rows (a list of dicts, a DataFrame's records), as `read` gives from a file;
+        errors name them `what:row` as a file's name `path:line`."""
         raise BertkitError(f"the {self.name} task reads files only; give a path")
 
     def examples(self, data: Any, what: str, require_labels: bool = True) -> list[Any]:
@@ -69,7 +70,7 @@ class Task(ABC):
             raise BertkitError(f"{what}= takes a path, a list of dicts or a pandas DataFrame, not {type(data).__name__}")
         if not data:
             raise BertkitError(f"{what}= is empty; give at least one example")
-        return self.from_records(data, require_labels)
+        return self.from_records(data, what, require_labels)
 
     @abstractmethod
     def from_text(self, text: str, line: int) -> Any:

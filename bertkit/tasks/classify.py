@@ -44,13 +44,14 @@ class ClassifyTask(Task):
         return classify.iter_classify(path, o.text_column, o.text_pair_column, o.label_column, o.multi_label,
                                       require_labels)
 
-    def from_records(self, records: list[dict[str, Any]], require_labels: bool = True) -> list[classify.ClassifyExample]:
+    def from_records(self, records: list[dict[str, Any]], what: str,
+                     require_labels: bool = True) -> list[classify.ClassifyExample]:
         o = self.options
         rows = list(enumerate(records, start=1))
         for line, row in rows:
             if not isinstance(row, dict):
-                raise BertkitError(f"row {line}: expected a dict of columns, got {type(row).__name__}")
-        return list(classify.classify_rows(rows, "row", o.text_column, o.text_pair_column, o.label_column,
+                raise BertkitError(f"{what}:{line}: expected a dict of columns, got {type(row).__name__}")
+        return list(classify.classify_rows(rows, what, o.text_column, o.text_pair_column, o.label_column,
                                            o.multi_label, require_labels))
 
     def from_text(self, text: str, line: int) -> classify.ClassifyExample:

@@ -43,12 +43,12 @@ class NerTask(Task):
     def stream(self, path: str | os.PathLike) -> Iterator[ner.NerExample]:
         return ner.iter_ner(path, require_tags=False)
 
-    def from_records(self, records: list[dict[str, Any]], require_labels: bool = True) -> list[ner.NerExample]:
+    def from_records(self, records: list[dict[str, Any]], what: str, require_labels: bool = True) -> list[ner.NerExample]:
         examples = []
         for line, record in enumerate(records, start=1):
             if not isinstance(record, dict):
-                raise BertkitError(f'row {line}: expected {{"tokens": [...], "tags": [...]}}, got {type(record).__name__}')
-            examples.append(ner._jsonl_example(Path("row"), line, record, require_labels))
+                raise BertkitError(f'{what}:{line}: expected {{"tokens": [...], "tags": [...]}}, got {type(record).__name__}')
+            examples.append(ner._jsonl_example(Path(what), line, record, require_labels))
         return examples
 
     def from_text(self, text: str, line: int) -> ner.NerExample:
