@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +35,11 @@ class Task(ABC):
     # The model outputs the task decodes, each marked True when it has one row per token: the batched
     # runner cuts those to each feature's length, and an exported graph must provide them all.
     outputs: ClassVar[dict[str, bool]]
+    labelled: ClassVar[bool] = True  # predictions are among the model's labels (id2label); QA's are spans
+
+    # The body of `POST /v1/predict` for this task: the request fields it takes, and how to say it in errors.
+    request_fields: ClassVar[frozenset[str]]
+    request_help: ClassVar[str]
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         known = {f.name for f in dataclasses.fields(self.Options)}
@@ -81,6 +86,16 @@ class Task(ABC):
         if not isinstance(item, str):
             raise BertkitError(f"input {line}: expected a string, got {type(item).__name__}")
         return self.from_text(item, line)
+
+    def from_request(self, fields: dict[str, Any], check: Callable[[str, list[str]], None]) -> tuple[list[Any], bool]:
+        """Examples from the given fields of a `/v1/predict` body (a subset of `request_fields`, not empty), and
+        whether they are sentence pairs (encoded apart from single texts). `check(name, texts)` applies the
+        server's limits; a request of the wrong shape is a BertkitError (HTTP 422)."""
+        texts = fields.get("texts")
+        if texts is None:
+            raise BertkitError(f"this model ({self.name}) takes {self.request_help}, not {', '.join(sorted(fields))}")
+        check("texts", texts)
+        return [self.from_text(text, number) for number, text in enumerate(texts, start=1)], False
 
     def save_plots(self, out_dir: Path, dev_metrics: dict[str, Any]) -> None:
         """Task-specific pictures of the best epoch's dev results."""

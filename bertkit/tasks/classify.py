@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ class ClassifyTask(Task):
     main_metric = "accuracy"
     Options = ClassifyOptions
     outputs = {"logits": False}
+    request_fields = frozenset({"texts", "text_pairs"})
+    request_help = '{"texts": [...]} (and "text_pairs": [...] for sentence pairs)'
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[classify.ClassifyExample]:
         return list(self._iter(path, require_labels))
@@ -70,6 +72,16 @@ class ClassifyTask(Task):
                     raise BertkitError(f"input {line}: a pair is two non-empty strings, got {item!r}")
             return classify.ClassifyExample(text, pair, None, line)
         return super().from_input(item, line)
+
+    def from_request(self, fields: dict[str, Any], check: Callable[[str, list[str]], None]) -> tuple[list[Any], bool]:
+        examples, _ = super().from_request(fields, check)
+        pairs = fields.get("text_pairs")
+        if pairs is None:
+            return examples, False
+        if len(pairs) != len(examples):
+            raise BertkitError(f"{len(examples)} texts but {len(pairs)} text_pairs; give one pair per text")
+        check("text_pairs", pairs)
+        return [classify.ClassifyExample(e.text, pair, None, e.line) for e, pair in zip(examples, pairs)], True
 
     def save_plots(self, out_dir: Path, dev_metrics: dict[str, Any]) -> None:
         if "confusion_matrix" in dev_metrics:

@@ -36,6 +36,8 @@ class NerTask(Task):
     main_metric = "f1"
     Options = NerOptions
     outputs = {"logits": True}
+    request_fields = frozenset({"texts"})
+    request_help = '{"texts": [...]}'
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[ner.NerExample]:
         return ner.read_ner(path, require_tags=require_labels)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ class QATask(Task):
     main_metric = "f1"
     Options = QAOptions
     outputs = {"start_logits": True, "end_logits": True}
+    labelled = False
+    request_fields = frozenset({"items", "question", "context"})
+    request_help = '{"items": [{"question": ..., "context": ...}, ...]} or {"question": ..., "context": ...}'
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[qa.QAExample]:
         if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
@@ -57,6 +60,16 @@ class QATask(Task):
         where = f"input {line}"
         return qa.QAExample(qa._id_field(item, str(line - 1), where), qa._text_field(item, "question", where),
                             qa._text_field(item, "context", where), [])
+
+    def from_request(self, fields: dict[str, Any], check: Callable[[str, list[str]], None]) -> tuple[list[Any], bool]:
+        if "items" in fields and ("question" in fields or "context" in fields):
+            raise BertkitError('give either "items" or one "question" and "context", not both')
+        if "items" not in fields and ("question" not in fields or "context" not in fields):
+            raise BertkitError('a single item needs both "question" and "context"')
+        items = fields.get("items") or [{"question": fields["question"], "context": fields["context"]}]
+        check("question", [item["question"] for item in items])
+        check("context", [item["context"] for item in items])
+        return [qa.QAExample(str(i), item["question"], item["context"], []) for i, item in enumerate(items)], False
 
     def features(self, examples: list[qa.QAExample], tokenizer, config) -> list:
         return [
