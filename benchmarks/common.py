@@ -129,7 +129,7 @@ def polarity_reviews() -> list[tuple[str, str]]:
 
 def polarity_classifier(out: Path, epochs: int = 3, lr: float = 2e-4) -> tuple[Path, list[tuple[str, str]]]:
     """MiniLM fine-tuned on 150 reviews, saved in `out`; returns it and the 50 held-out reviews."""
-    from bertkit.finetune import finetune
+    from bertkit.finetuning import finetune
     from bertkit.tasks import ClassifyTask
     from bertkit.trainer import TrainConfig
 

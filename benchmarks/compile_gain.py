@@ -23,7 +23,7 @@ from benchmarks.common import emit, machine, peoples_daily_pretraining
 from bertkit.data.pretrain import pretraining_collate
 from bertkit.heads import BertForPreTraining
 from bertkit.config import BertConfig
-from bertkit.pretrain import masked_lm_step
+from bertkit.pretraining import masked_lm_step
 from bertkit.trainer import make_optimizer
 
 WARMUP = 2

@@ -25,7 +25,7 @@ import transformers
 
 from benchmarks.common import chinese_reviews, emit, machine, peoples_daily_ner, split
 from bertkit.checkpoint import default_model_dir
-from bertkit.finetune import finetune
+from bertkit.finetuning import finetune
 from bertkit.inference import Predictor
 from bertkit.tasks import TASKS
 from bertkit.runtime import bf16_available

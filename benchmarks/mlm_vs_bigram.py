@@ -24,7 +24,7 @@ from bertkit.checkpoint import load_model
 from bertkit.data.pretrain import Shards, create_instances
 from bertkit.errors import BertkitError
 from bertkit.batching import IGNORE_INDEX
-from bertkit.pretrain import _split_documents, held_out_batches
+from bertkit.pretraining import _split_documents, held_out_batches
 from bertkit.tokenizer import BertTokenizer
 
 BIGRAM_SMOOTHING = 0.1  # add-k for the bigram counts, scaled by the unigram distribution

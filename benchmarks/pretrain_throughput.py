@@ -23,7 +23,7 @@ from benchmarks.common import emit, encoder_forward_flops, machine, matmul_peak_
 from bertkit.data.pretrain import pretraining_collate
 from bertkit.heads import BertForPreTraining
 from bertkit.config import BertConfig
-from bertkit.pretrain import masked_lm_step
+from bertkit.pretraining import masked_lm_step
 from bertkit.runtime import bf16_available
 from bertkit.trainer import Trainer, TrainConfig
 

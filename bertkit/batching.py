@@ -74,3 +74,20 @@ def forward_in_batches(
     for indices in inference_batches(lengths, batch_size):
         batch = collate([{k: features[i][k] for k in ("input_ids", "token_type_ids")} for i in indices], pad_token_id)
         yield indices, model(**{k: v.to(device) for k, v in batch.items()})
+
+
+def forward_rows(
+    model: torch.nn.Module, features: Sequence[Feature], batch_size: int, pad_token_id: int, outputs: dict[str, bool]
+) -> list[dict[str, torch.Tensor]]:
+    """Each feature's model outputs, in feature order, as float32 rows.
+
+    `outputs` names the output fields to keep, each True when it has one entry per token: those rows are
+    cut to the feature's own length, so padding never reaches the decoding.
+    """
+    rows: list[dict[str, torch.Tensor]] = [{} for _ in features]
+    for indices, output in forward_in_batches(model, features, batch_size, pad_token_id):
+        for name, per_token in outputs.items():
+            values = getattr(output, name).float()
+            for row, i in zip(values, indices):
+                rows[i][name] = row[: len(features[i]["input_ids"])] if per_token else row
+    return rows

@@ -265,6 +265,18 @@ def load_model(
     return model, report
 
 
+MODEL_FILES = ("config.json", "model.safetensors")
+
+
+def refuse_to_replace_model(out: Path, overwrite: bool, resume: bool | None = False,
+                            files: tuple[str, ...] = MODEL_FILES, what: str = "a model") -> None:
+    """Fail when `out` already holds `what` (any of `files`) and neither --overwrite nor --resume was given
+    (resume None: the command has no --resume). Every command that writes a model asks this first."""
+    if not resume and not overwrite and any((out / name).exists() for name in files):
+        also = ", or --resume to continue" if resume is not None else ""
+        raise BertkitError(f"{out} already holds {what}; pass --overwrite to replace it{also}")
+
+
 def save_model(model: nn.Module, out_dir: str | os.PathLike) -> None:
     """Write config.json and model.safetensors so that transformers' BertModel/BertFor* load them.
 

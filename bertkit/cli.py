@@ -1,7 +1,11 @@
-"""The `bertkit` command: a thin front end over the library modules.
+"""The `bertkit` command: a thin front end over the Python API, its flags built from the option dataclasses.
 
 Every user mistake surfaces as a BertkitError and is printed as one line on stderr with exit code 2;
-no traceback reaches the user for bad input.
+no traceback reaches the user for bad input. Only the command being run is built (and its modules
+imported), so `bertkit --help` does not wait for torch.
+
+A new command is one `Command` in `COMMANDS` (or in a group's children): its help, a function adding
+its flags (usually `add_options` on its option dataclass), and a function running it.
 """
 
 from __future__ import annotations
@@ -10,108 +14,172 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 from bertkit.errors import BertkitError
-from bertkit.demo import StoryConfig
-from bertkit.config import MODEL_SIZES
+from bertkit.options import add_options, build
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    flags: Callable[[argparse.ArgumentParser], None] | None = None
+    run: Callable[[argparse.Namespace], None] | None = None
+    children: Callable[[], dict[str, Command]] | None = None  # a group: `bertkit tokenizer train`
+
+
+def _option_values(args: argparse.Namespace, *classes: type) -> dict[str, Any]:
+    """The parsed values of the fields of `classes`, as keywords for the API."""
+    names = {f.name for cls in classes for f in fields(cls)}
+    return {key: value for key, value in vars(args).items() if key in names}
+
+
+# --- tokenizer train ---------------------------------------------------------------------------------------
+
+def _tokenizer_train_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.tokenizer import TokenizerTrainOptions
+
+    add_options(parser, TokenizerTrainOptions)
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
-    from bertkit.tokenizer import train_tokenizer
+    from bertkit.tokenizer import TokenizerTrainOptions, train_tokenizer_to
 
-    tokenizer = train_tokenizer(args.corpus, vocab_size=args.vocab_size, do_lower_case=not args.cased)
-    tokenizer.save_pretrained(args.out)
+    tokenizer = train_tokenizer_to(build(TokenizerTrainOptions, args))
     print(f"wrote a WordPiece vocab of {tokenizer.vocab_size} tokens to {args.out}", file=sys.stderr)
 
 
-def _demo(args: argparse.Namespace) -> None:
-    from bertkit.demo import StoryConfig, run_encoder_demo, run_story
+# --- finetune TASK -----------------------------------------------------------------------------------------
 
-    if args.encoder:
-        run_encoder_demo(args.model, args.out or "runs/demo")
-    else:
-        run_story(StoryConfig(out=args.out or "runs/story", pretrain_steps=args.pretrain_steps, seeds=tuple(args.seeds)))
+def _finetune_commands() -> dict[str, Command]:
+    from bertkit.tasks import TASKS
+
+    return {name: Command(task.help, _finetune_flags(task), _finetune) for name, task in TASKS.items()}
+
+
+def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
+    def flags(parser: argparse.ArgumentParser) -> None:
+        from bertkit.finetuning import FinetuneOptions
+        from bertkit.trainer import TrainConfig
+
+        parser.add_argument("--train", required=True, help="training file")
+        parser.add_argument("--dev", help="dev file: evaluated after each epoch; the best epoch's model is kept")
+        parser.add_argument("--out", required=True, help="output model directory")
+        parser.add_argument("--model", help="pre-trained model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
+        add_options(parser, task.Options)
+        add_options(parser, TrainConfig)
+        add_options(parser, FinetuneOptions)
+        parser.set_defaults(task_name=task.name)
+
+    return flags
 
 
 def _finetune(args: argparse.Namespace) -> None:
-    from bertkit.finetune import finetune
+    from bertkit import api
+    from bertkit.finetuning import FinetuneOptions
     from bertkit.tasks import TASKS
     from bertkit.trainer import TrainConfig
 
-    task_class = TASKS[args.task]
-    settings = {key: getattr(args, key) for key in task_class.defaults if hasattr(args, key)}
-    config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, grad_accum=args.grad_accum,
-        seed=args.seed, bf16=not args.no_bf16, patience=args.patience, group_by_length=args.group_by_length,
-        save_every=args.save_every, allow_changes=args.allow_changes,
-    )
-    history = finetune(task_class(settings), args.train, args.out, args.model, args.dev, config,
-                       eval_batch_size=args.eval_batch_size, resume=args.resume, overwrite=args.overwrite)
+    task = TASKS[args.task_name]
+    options = _option_values(args, task.Options, TrainConfig, FinetuneOptions)
+    result = api.finetune(task.name, train=args.train, dev=args.dev, out=args.out, model=args.model, **options)
+    history = result.history
     if history.best is not None:
-        print(f"best dev {task_class.main_metric} {history.best:.4f} at epoch {history.best_epoch}; model in {args.out}",
+        print(f"best dev {task.main_metric} {history.best:.4f} at epoch {history.best_epoch}; model in {args.out}",
               file=sys.stderr)
     else:
         print(f"model in {args.out}", file=sys.stderr)
 
 
-def _pretrain(args: argparse.Namespace) -> None:
-    from bertkit.dist import is_main
-    from bertkit.pretrain import PretrainSettings, pretrain
+# --- pretrain ----------------------------------------------------------------------------------------------
+
+def _pretrain_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.pretraining import TRAIN_DEFAULTS, PretrainSettings
     from bertkit.trainer import TrainConfig
 
-    sources = [flag for flag, value in (("--model", args.model), ("--config", args.config)) if value]
-    if len(sources) > 1:
-        raise BertkitError("give at most one of --model and --config")
-    train = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, warmup_ratio=args.warmup_ratio,
-                        weight_decay=args.weight_decay, grad_accum=args.grad_accum, seed=args.seed,
-                        bf16=not args.no_bf16, max_steps=args.steps, save_every=args.save_every,
-                        allow_changes=args.allow_changes)
-    settings = PretrainSettings(
-        corpus=args.corpus, out=args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-        model_size=args.model_size, config=args.config, model=args.model, max_seq_len=args.max_seq_len,
-        nsp=not args.no_nsp, whole_word_mask=args.whole_word_mask, train=train, resume=args.resume,
-    )
-    history = pretrain(settings)
+    add_options(parser, PretrainSettings)
+    add_options(parser, TrainConfig, skip=("epochs", "max_steps", "patience", "group_by_length", "max_grad_norm"),
+                defaults=TRAIN_DEFAULTS)
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from bertkit import api
+    from bertkit.dist import is_main
+    from bertkit.pretraining import PretrainSettings
+    from bertkit.trainer import TrainConfig
+
+    history = api.pretrain(**_option_values(args, PretrainSettings, TrainConfig))
     last = history.epochs[-1].get("dev", {}) if history.epochs else {}
     summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items())
     if is_main():
         print(f"model in {args.out}" + (f"; held-out {summary}" if summary else ""), file=sys.stderr)
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    from bertkit.inference import Predictor
+# --- evaluate, predict, serve ------------------------------------------------------------------------------
 
-    predictor = Predictor(args.model, args.batch_size, fp32=args.fp32, backend=args.backend, onnx_file=args.onnx)
-    print(json.dumps(predictor.evaluate(args.data), ensure_ascii=False))
+def _inference_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    from bertkit.inference import InferenceOptions
+
+    add_options(parser, InferenceOptions, only=only)
+
+
+def _load(args: argparse.Namespace):
+    from bertkit import api
+    from bertkit.inference import InferenceOptions
+
+    return api.load(args.model, **_option_values(args, InferenceOptions))
+
+
+def _evaluate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    _inference_flags(parser)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    print(json.dumps(_load(args).evaluate(args.data), ensure_ascii=False))
+
+
+def _predict_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--input", help="a .txt file (one text per line) or a file in the training format")
+    parser.add_argument("texts", nargs="*", metavar="TEXT")
+    parser.add_argument("--output", help="write the JSON lines to this file instead of stdout (with a progress bar)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted --output file: keep its whole lines, predict the rest")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    _inference_flags(parser)
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from bertkit.inference import Predictor, predict_file
+    from bertkit.inference import predict_file
 
     if bool(args.input) == bool(args.texts):
         raise BertkitError("give either --input FILE or texts on the command line")
     if (args.output or args.resume or args.overwrite) and not args.input:
         raise BertkitError("--output, --resume and --overwrite go with --input FILE")
-    predictor = Predictor(args.model, args.batch_size, fp32=args.fp32, backend=args.backend, onnx_file=args.onnx)
+    model = _load(args)
     if args.input:
-        written = predict_file(predictor, args.input, args.output, resume=args.resume, overwrite=args.overwrite)
+        written = predict_file(model.predictor, args.input, args.output, resume=args.resume, overwrite=args.overwrite)
         if args.output:
             print(f"wrote {written} predictions to {args.output}", file=sys.stderr)
         return
+    predictor = model.predictor
     for prediction in predictor.predict(predictor.from_texts(args.texts)):
         print(json.dumps(prediction, ensure_ascii=False))
 
 
-def _export_onnx(args: argparse.Namespace) -> None:
-    from bertkit.export import export_onnx
-
-    result = export_onnx(args.model, args.out, quantize=args.quantize, opset=args.opset)
-    check = f"max |onnx - torch| {result.max_abs_diff:.1e} on a held-out batch"
-    if result.int8_max_abs_diff is not None:
-        check += f" (int8: {result.int8_max_abs_diff:.1e})"
-    print(f"wrote {result.path} ({result.quantize or 'fp32'}, {result.size_bytes / 2**20:.1f} MiB, "
-          f"outputs {', '.join(result.outputs)}; {check})", file=sys.stderr)
+def _serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-batch-size", type=int, default=32, help="texts per model batch, gathered across requests")
+    parser.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
+    parser.add_argument("--max-texts", type=int, default=64, help="texts (QA: items) per request; more is refused (413)")
+    parser.add_argument("--max-chars", type=int, default=10_000, help="characters per text; longer is refused (413)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    _inference_flags(parser, only=("fp32", "backend", "onnx"))
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -123,156 +191,103 @@ def _serve(args: argparse.Namespace) -> None:
           fp32=args.fp32)
 
 
-def add_backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                        help="onnx: ONNX Runtime on DIR/model.onnx (from `bertkit export onnx`)")
-    parser.add_argument("--onnx", default=None, metavar="FILE", help="with --backend onnx: another graph, e.g. the int8 one")
+# --- export onnx -------------------------------------------------------------------------------------------
+
+def _export_onnx_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.export import ExportOptions
+
+    add_options(parser, ExportOptions)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _export_onnx(args: argparse.Namespace) -> None:
+    from bertkit.export import ExportOptions, export_onnx
+
+    result = export_onnx(**vars(build(ExportOptions, args)))
+    check = f"max |onnx - torch| {result.max_abs_diff:.1e} on a held-out batch"
+    if result.int8_max_abs_diff is not None:
+        check += f" (int8: {result.int8_max_abs_diff:.1e})"
+    print(f"wrote {result.path} ({result.quantize or 'fp32'}, {result.size_bytes / 2**20:.1f} MiB, "
+          f"outputs {', '.join(result.outputs)}; {check})", file=sys.stderr)
+
+
+# --- demo --------------------------------------------------------------------------------------------------
+
+def _demo_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.demo import StoryConfig
+
+    parser.add_argument("--out", default=None, help="output directory (default: runs/story, or runs/demo with --encoder)")
+    parser.add_argument("--pretrain-steps", type=int, default=StoryConfig.pretrain_steps)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(StoryConfig.seeds), help="fine-tuning seeds")
+    parser.add_argument("--encoder", action="store_true",
+                        help="instead: the one-minute tour of a real BERT (tokenize, encode, similarity, checkpoint round trip)")
+    parser.add_argument("--model", default=None, help="with --encoder: model directory or hub id (default: all-MiniLM-L6-v2)")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from bertkit.demo import StoryConfig, run_encoder_demo, run_story
+
+    if args.encoder:
+        run_encoder_demo(args.model, args.out or "runs/demo")
+    else:
+        run_story(StoryConfig(out=args.out or "runs/story", pretrain_steps=args.pretrain_steps, seeds=tuple(args.seeds)))
+
+
+COMMANDS: dict[str, Command] = {
+    "tokenizer": Command("WordPiece vocabularies", children=lambda: {
+        "train": Command("train a WordPiece vocab from plain-text files", _tokenizer_train_flags, _tokenizer_train),
+    }),
+    "finetune": Command("fine-tune a pre-trained BERT on labelled data", children=_finetune_commands),
+    "pretrain": Command("pre-train BERT (masked LM + next-sentence prediction) on raw text", _pretrain_flags, _pretrain),
+    "evaluate": Command("score a fine-tuned model on a labelled file (one JSON object)", _evaluate_flags, _evaluate),
+    "predict": Command("predict with a fine-tuned model (JSON lines, in input order)", _predict_flags, _predict),
+    "serve": Command("serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)", _serve_flags, _serve),
+    "export": Command("export a model for other runtimes", children=lambda: {
+        "onnx": Command("export a model directory to ONNX (dynamic batch and length), checked against PyTorch",
+                        _export_onnx_flags, _export_onnx),
+    }),
+    "demo": Command("pre-train a small Chinese BERT, fine-tune it, and compare with no pre-training", _demo_flags, _demo),
+}
+
+
+def _add_commands(parent: argparse.ArgumentParser, commands: dict[str, Command], words: list[str] | None, dest: str) -> None:
+    """Add `commands` under `parent`, building in full only the one that `words` (argv's bare words) selects;
+    `words` None builds every command."""
+    sub_parsers = parent.add_subparsers(dest=dest, required=True, metavar="COMMAND")
+    for name, command in commands.items():
+        sub = sub_parsers.add_parser(name, help=command.help, description=command.help)
+        if words is not None and words[:1] != [name]:
+            continue
+        rest = None if words is None else words[1:]
+        if command.children is not None:
+            _add_commands(sub, command.children(), rest, f"{dest}_{name}")
+        else:
+            command.flags(sub)
+            sub.set_defaults(run=command.run)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `bertkit` parser; given `argv`, only the command it names is built in full."""
     parser = argparse.ArgumentParser(prog="bertkit", description="BERT end to end: tokenize, pre-train, fine-tune, serve.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(parent: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], None], help: str):
-        sub = parent.add_parser(name, help=help, description=help)
-        sub.set_defaults(run=run)
-        return sub
-
-    tokenizer = commands.add_parser("tokenizer", help="WordPiece vocabularies").add_subparsers(
-        dest="tokenizer_command", required=True, metavar="COMMAND"
-    )
-    train = command(tokenizer, "train", _tokenizer_train, "train a WordPiece vocab from plain-text files")
-    train.add_argument("--corpus", nargs="+", required=True, metavar="FILE", help="UTF-8 text files")
-    train.add_argument("--out", required=True, help="directory for vocab.txt, tokenizer.json and tokenizer_config.json")
-    train.add_argument("--vocab-size", type=int, default=30522)
-    train.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case, strip accents)")
-
-    finetune = commands.add_parser("finetune", help="fine-tune a pre-trained BERT on a labelled file").add_subparsers(
-        dest="task", required=True, metavar="TASK"
-    )
-    tasks = {
-        "classify": "sentence or sentence-pair classification from CSV/TSV/JSONL",
-        "ner": "token tagging (NER) from CoNLL or JSONL, BIO or BIOES",
-        "qa": "extractive question answering from SQuAD v1.1/v2.0 JSON",
-    }
-    for name, help_text in tasks.items():
-        sub = command(finetune, name, _finetune, help_text)
-        sub.add_argument("--train", required=True, help="training file")
-        sub.add_argument("--dev", help="dev file: evaluated after each epoch; the best epoch's model is kept")
-        sub.add_argument("--out", required=True, help="output model directory")
-        sub.add_argument("--model", help="pre-trained model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
-        sub.add_argument("--epochs", type=int, default=3)
-        sub.add_argument("--batch-size", type=int, default=32)
-        sub.add_argument("--eval-batch-size", type=int, default=64)
-        sub.add_argument("--lr", type=float, default=5e-5)
-        sub.add_argument("--weight-decay", type=float, default=0.01)
-        sub.add_argument("--warmup-ratio", type=float, default=0.1)
-        sub.add_argument("--max-grad-norm", type=float, default=1.0)
-        sub.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-        sub.add_argument("--max-seq-len", dest="max_seq_len", type=int, default=384 if name == "qa" else 128)
-        sub.add_argument("--seed", type=int, default=42)
-        sub.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better dev score (0: never)")
-        sub.add_argument("--no-bf16", action="store_true", help="train in fp32 even where the CPU/GPU has bf16")
-        sub.add_argument("--group-by-length", action="store_true",
-                         help="batch examples of similar length (faster; default: random batches)")
-        sub.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-        sub.add_argument("--save-every", type=int, default=0,
-                         help="also write a resumable state every N optimizer steps (0: at epoch ends only)")
-        sub.add_argument("--allow-changes", action="store_true",
-                         help="with --resume: continue although data or settings changed (recorded in metrics.json)")
-        sub.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
-        if name == "classify":
-            sub.add_argument("--text-column", default="text")
-            sub.add_argument("--text-pair-column", default=None, help="second text of sentence pairs")
-            sub.add_argument("--label-column", default="label")
-            sub.add_argument("--multi-label", action="store_true", help="labels are lists; sigmoid per label")
-        if name == "ner":
-            sub.add_argument("--stride", type=int, default=32, help="overlap, in tokens, of windows over long sentences")
-        if name == "qa":
-            sub.add_argument("--doc-stride", type=int, default=128, help="tokens between the starts of context windows")
-            sub.add_argument("--max-query-len", type=int, default=64)
-            sub.add_argument("--max-answer-len", type=int, default=30, help="longest answer, in tokens")
-            sub.add_argument("--null-threshold", type=float, default=0.0, help="SQuAD 2.0: margin for answering nothing")
-
-    pre = command(commands, "pretrain", _pretrain, "pre-train BERT (masked LM + next-sentence prediction) on raw text")
-    pre.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
-                     help="UTF-8 text, one sentence per line, a blank line between documents")
-    pre.add_argument("--out", required=True)
-    pre.add_argument("--tokenizer", help="a tokenizer directory (default: the --model's, or train one with --vocab-size)")
-    pre.add_argument("--vocab-size", type=int, help="train a WordPiece vocab of this size on the corpus first")
-    pre.add_argument("--model-size", default="tiny", choices=list(MODEL_SIZES))
-    pre.add_argument("--config", help="a config.json to start from instead of a named size")
-    pre.add_argument("--model", help="continue pre-training this checkpoint (fresh heads where it has none)")
-    pre.add_argument("--max-seq-len", type=int, default=128)
-    pre.add_argument("--steps", type=int, default=1000, help="optimizer steps")
-    pre.add_argument("--batch-size", type=int, default=32)
-    pre.add_argument("--lr", type=float, default=1e-4)
-    pre.add_argument("--warmup-ratio", type=float, default=0.1)
-    pre.add_argument("--weight-decay", type=float, default=0.01)
-    pre.add_argument("--grad-accum", type=int, default=1)
-    pre.add_argument("--seed", type=int, default=42)
-    pre.add_argument("--save-every", type=int, default=200, help="write a resumable state every N steps")
-    pre.add_argument("--no-nsp", action="store_true", help="pack full sentences, MLM only (RoBERTa style)")
-    pre.add_argument("--whole-word-mask", action="store_true", help="mask whole words (## pieces; jieba words for Chinese)")
-    pre.add_argument("--no-bf16", action="store_true")
-    pre.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    pre.add_argument("--allow-changes", action="store_true",
-                     help="with --resume: continue although data or settings changed (recorded in metrics.json)")
-
-    evaluate = command(commands, "evaluate", _evaluate, "score a fine-tuned model on a labelled file (one JSON object)")
-    evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--fp32", action="store_true", help="run in fp32 even where the hardware has native bf16")
-    add_backend_flags(evaluate)
-
-    predict = command(commands, "predict", _predict, "predict with a fine-tuned model (JSON lines, in input order)")
-    predict.add_argument("--model", required=True)
-    predict.add_argument("--input", help="a .txt file (one text per line) or a file in the training format")
-    predict.add_argument("texts", nargs="*", metavar="TEXT")
-    predict.add_argument("--output", help="write the JSON lines to this file instead of stdout (with a progress bar)")
-    predict.add_argument("--resume", action="store_true",
-                         help="continue an interrupted --output file: keep its whole lines, predict the rest")
-    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    predict.add_argument("--batch-size", type=int, default=64)
-    predict.add_argument("--fp32", action="store_true", help="run in fp32 even where the hardware has native bf16")
-    add_backend_flags(predict)
-
-    serve = command(commands, "serve", _serve, "serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)")
-    serve.add_argument("--model", required=True)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-batch-size", type=int, default=32, help="texts per model batch, gathered across requests")
-    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
-    serve.add_argument("--max-texts", type=int, default=64, help="texts (QA: items) per request; more is refused (413)")
-    serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text; longer is refused (413)")
-    serve.add_argument("--fp32", action="store_true", help="run in fp32 even where the hardware has native bf16")
-    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    add_backend_flags(serve)
-
-    export = commands.add_parser("export", help="export a model for other runtimes").add_subparsers(
-        dest="export_format", required=True, metavar="FORMAT"
-    )
-    onnx = command(export, "onnx", _export_onnx,
-                   "export a model directory to ONNX (dynamic batch and length), checked against PyTorch")
-    onnx.add_argument("--model", required=True, help="model directory (fine-tuned, or a bare encoder)")
-    onnx.add_argument("--out", help="the .onnx file to write (default: DIR/model.onnx, where --backend onnx looks)")
-    onnx.add_argument("--quantize", choices=["int8"], help="write the int8 graph (dynamically quantized weights) instead of the fp32 one")
-    onnx.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-
-    demo = command(commands, "demo", _demo, "pre-train a small Chinese BERT, fine-tune it, and compare with no pre-training")
-    demo.add_argument("--out", default=None, help="output directory (default: runs/story, or runs/demo with --encoder)")
-    demo.add_argument("--pretrain-steps", type=int, default=StoryConfig.pretrain_steps)
-    demo.add_argument("--seeds", type=int, nargs="+", default=list(StoryConfig.seeds), help="fine-tuning seeds")
-    demo.add_argument("--encoder", action="store_true",
-                      help="instead: the one-minute tour of a real BERT (tokenize, encode, similarity, checkpoint round trip)")
-    demo.add_argument("--model", default=None, help="with --encoder: model directory or hub id (default: all-MiniLM-L6-v2)")
+    words = None if argv is None else [arg for arg in argv if not arg.startswith("-")]
+    _add_commands(parser, COMMANDS, words, "command")
     return parser
 
 
+def _check_encoding(argv: Sequence[str]) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates; say so now, not in a traceback later."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise BertkitError(f"argument '{shown}' is not valid UTF-8; pass text as UTF-8") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        _check_encoding(argv)
+        args = build_parser(argv).parse_args(argv)
         args.run(args)
     except BertkitError as exc:
         print(f"bertkit: error: {exc}", file=sys.stderr)

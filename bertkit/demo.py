@@ -105,13 +105,13 @@ def run_story(config: StoryConfig) -> dict:
     """Pre-train a small Chinese BERT from scratch, fine-tune it on 1,000 labelled reviews next to the same
     network from random initialisation, and compare: the case for pre-training, measured."""
     from bertkit.datasets import chinese_reviews, peoples_daily_sentences, split_sentences
-    from bertkit.finetune import finetune
+    from bertkit.finetuning import finetune
     from bertkit.heads import BertForPreTraining
     from bertkit.inference import Predictor
     # Experiment code lives in benchmarks/ (the demo is to be redesigned around it).
     from benchmarks.mlm_vs_bigram import mlm_against_bigram
     from benchmarks.plots import plot_comparison
-    from bertkit.pretrain import PretrainSettings, pretrain
+    from bertkit.pretraining import PretrainSettings, pretrain
     from bertkit.tasks import ClassifyTask
     from bertkit.tokenizer import train_tokenizer
     from bertkit.trainer import TrainConfig

@@ -34,6 +34,7 @@ from bertkit.checkpoint import load_model, resolve_model_dir
 from bertkit.errors import BertkitError
 from bertkit.config import BertConfig
 from bertkit.model import BertModel, EncoderOutput
+from bertkit.options import Options, option
 
 ONNX_FILE = "model.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -177,9 +178,23 @@ def _temp_path(out: Path, tag: str) -> Path:
     return path
 
 
-def _check_out(out: Path) -> None:
+@dataclass
+class ExportOptions(Options):
+    """`bertkit export onnx`: each field a flag."""
+
+    model_dir: str = option(help="model directory (fine-tuned, or a bare encoder)", flag="--model", metavar="MODEL")
+    out: str | None = option(None, "the .onnx file to write (default: DIR/model.onnx, where --backend onnx looks)")
+    quantize: str | None = option(None, "write the int8 graph (dynamically quantized weights) instead of the fp32 one",
+                                  choices=QUANTIZATIONS)
+    opset: int | None = option(None, "ONNX opset (default: the exporter's)", min=7)
+    overwrite: bool = option(False, "replace an existing --out file")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
     if out.is_dir():
         raise BertkitError(f"{out}: is a directory; --out is the .onnx file to write")
+    if out.exists() and not overwrite:
+        raise BertkitError(f"{out} exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise BertkitError(f"{out.parent}: no such directory")
 
@@ -189,19 +204,20 @@ def export_onnx(
     out: str | os.PathLike | None = None,
     quantize: str | None = None,
     opset: int | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export a model directory to ONNX at `out` (default DIR/model.onnx) and check it against PyTorch.
 
     The fp32 graph must match PyTorch within TOLERANCE on a random padded batch of another batch size
     and length than the traced example. With quantize="int8" the file written is the dynamically
     quantized graph (int8 weights, activations quantized per batch at run time); the fp32 graph is
-    checked first and not kept. The file appears under its name only once it has passed.
+    checked first and not kept. The file appears under its name only once it has passed, and replaces an
+    existing file only with `overwrite`.
     """
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise BertkitError(f"unknown quantization {quantize!r} (choose from {', '.join(QUANTIZATIONS)})")
+    ExportOptions(str(model_dir), None if out is None else str(out), quantize, opset, overwrite)
     directory = resolve_model_dir(model_dir)
     out_path = Path(out) if out is not None else directory / ONNX_FILE
-    _check_out(out_path)
+    _check_out(out_path, overwrite)
     model, _ = load_model(directory)
     config = model.config
     model = _padded(model.eval())

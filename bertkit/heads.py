@@ -83,6 +83,8 @@ class _HeadModel(nn.Module):
 
 
 class BertForMaskedLM(_HeadModel):
+    """The masked-LM head alone: every (or every masked) token's vector -> vocabulary logits."""
+
     add_pooler = False
 
     def __init__(self, config: BertConfig) -> None:

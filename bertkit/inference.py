@@ -13,8 +13,10 @@ import itertools
 import json
 import os
 import sys
+from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TextIO
 
 import torch
@@ -25,8 +27,8 @@ from bertkit.checkpoint import load_config, load_pretrained, resolve_model_dir
 from bertkit.data.io import iter_lines
 from bertkit.errors import BertkitError
 from bertkit.export import DIGEST_KEY, INPUT_NAMES, ONNX_FILE, open_session, run_session, weights_digest
-from bertkit.heads import Output, QAOutput
 from bertkit.config import BertConfig
+from bertkit.options import Options, option
 from bertkit.tasks import task_of
 from bertkit.tokenizer import BertTokenizer
 from bertkit.runtime import autocast, use_bf16
@@ -35,8 +37,19 @@ BACKENDS = ("torch", "onnx")
 CHUNK_SIZE = 4096  # examples in memory at once when predicting a file; many batches, so length sorting still pays
 
 
+@dataclass
+class InferenceOptions(Options):
+    """The settings of `predict`, `evaluate` and `serve` (flags and keywords of `bertkit.load`)."""
+
+    batch_size: int = option(64, "texts per model batch", min=1)
+    fp32: bool = option(False, "run in fp32 even where the hardware has native bf16 (the default uses it there)")
+    backend: str = option("torch", "onnx: ONNX Runtime on DIR/model.onnx (from `bertkit export onnx`)",
+                          choices=BACKENDS)
+    onnx: str | None = option(None, "with --backend onnx: another graph, e.g. the int8 one", metavar="FILE")
+
+
 class OnnxModel(nn.Module):
-    """An exported graph behind the call the tasks make: model(input_ids=..., ...) -> Output or QAOutput.
+    """An exported graph behind the call the tasks make: model(input_ids=..., ...) -> the outputs by name.
 
     It holds no weights of its own; one empty parameter says where its outputs live (the CPU), as a
     PyTorch model's parameters do, so callers find the device the usual way.
@@ -54,21 +67,19 @@ class OnnxModel(nn.Module):
         if unknown := [name for name in inputs if name not in INPUT_NAMES]:
             raise BertkitError(f"{path}: the graph wants inputs {', '.join(unknown)}; "
                                f"bertkit feeds {', '.join(INPUT_NAMES)}")
-        if not ({"start_logits", "end_logits"} <= set(self.output_names) or "logits" in self.output_names):
-            raise BertkitError(f"{path}: the graph's outputs are {', '.join(self.output_names)}, not a fine-tuned "
-                               "model's (logits, or start_logits and end_logits)")
+        task = task_of(config)
+        if missing := [name for name in task.outputs if name not in self.output_names]:
+            raise BertkitError(f"{path}: the graph's outputs are {', '.join(self.output_names)}; a {task.name} model's "
+                               f"are {', '.join(task.outputs)} ({', '.join(missing)} missing)")
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
-    ) -> Output | QAOutput:
+    ) -> SimpleNamespace:
         if input_ids.shape[1] > self.config.max_position_embeddings:  # as BertModel says it, not as a Gather error
             raise BertkitError(f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings "
                                f"{self.config.max_position_embeddings}")
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        outputs = {name: torch.from_numpy(value) for name, value in run_session(self.session, batch).items()}
-        if "logits" in outputs:
-            return Output(outputs["logits"])
-        return QAOutput(outputs["start_logits"], outputs["end_logits"])
+        return SimpleNamespace(**{name: torch.from_numpy(value) for name, value in run_session(self.session, batch).items()})
 
 
 def load_onnx(
@@ -101,13 +112,14 @@ class Predictor:
         backend: str = "torch",
         onnx_file: str | os.PathLike | None = None,
     ) -> None:
-        """`backend` "onnx" runs `onnx_file` (default DIR/model.onnx) in ONNX Runtime on the CPU, as exported.
-        The torch backend runs in bf16 where the hardware has it natively, as training does; `fp32` opts out."""
+        """`backend` "onnx" runs `onnx_file` (default DIR/model.onnx) in ONNX Runtime on the CPU. The torch
+        backend runs in bf16 autocast where the hardware has native bf16, unless `fp32`."""
+        InferenceOptions(batch_size=batch_size, fp32=fp32, backend=backend, onnx=onnx_file)  # one-line range errors
         if backend == "torch":
             if onnx_file is not None:
                 raise BertkitError("--onnx FILE goes with --backend onnx")
             self.model, self.tokenizer, self.model_dir = load_pretrained(model_dir)
-        elif backend == "onnx":
+        elif backend == "onnx":  # the exported graph runs as it is: fp32 (or int8)
             self.model, self.tokenizer, self.model_dir = load_onnx(model_dir, onnx_file)
         else:
             raise BertkitError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
@@ -135,6 +147,17 @@ class Predictor:
     def from_texts(self, texts: list[str]) -> list[Any]:
         return [self.task.from_text(text, number) for number, text in enumerate(texts, start=1)]
 
+    def from_inputs(self, inputs: list[Any]) -> list[Any]:
+        """Examples from the Python API's inputs: strings, (text, pair) tuples or question/context dicts."""
+        if isinstance(inputs, (str, dict, tuple)) or not isinstance(inputs, list):
+            raise BertkitError(f"predict takes a list of inputs, got {type(inputs).__name__}")
+        if not inputs:
+            raise BertkitError("predict got an empty list; give at least one input")
+        examples = [self.task.from_input(item, number) for number, item in enumerate(inputs, start=1)]
+        if len({isinstance(item, tuple) for item in inputs}) > 1:
+            raise BertkitError("give all inputs as (text, pair) tuples or all as single texts, not a mix")
+        return examples
+
     def predict(self, examples: list[Any]) -> list[dict]:
         with torch.inference_mode(), autocast(self.device, self.bf16):
             return self.task.predict(self.model, self.tokenizer, examples, self.batch_size)
@@ -148,9 +171,10 @@ class Predictor:
         while chunk := list(itertools.islice(examples, chunk_size)):
             yield from self.predict(chunk)
 
-    def evaluate(self, path: str | os.PathLike) -> dict[str, Any]:
-        examples = self.task.read(path)
-        self.task.check_labels(examples, self.config, path)
+    def evaluate(self, data: Any) -> dict[str, Any]:
+        """Metrics on labelled data: a path, or rows in memory (see Task.examples)."""
+        examples = self.task.examples(data, "data")
+        self.task.check_labels(examples, self.config, data if isinstance(data, (str, os.PathLike)) else "data")
         return self.task.score(examples, self.predict(examples), self.config)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
+# Figures made directly, not through pyplot: nothing here touches the user's backend or open figures
+# (a notebook keeps its inline plots), and no display is ever needed.
+from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
     from bertkit.trainer import History
@@ -16,7 +15,8 @@ if TYPE_CHECKING:
 
 def plot_training_curve(history: History, main_metric: str | None, path: Path) -> None:
     """Training loss per step and, when there is a dev set, the main dev metric per epoch."""
-    fig, loss_ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    loss_ax = fig.subplots()
     steps = [s["step"] for s in history.steps]
     loss_ax.plot(steps, [s["loss"] for s in history.steps], color="tab:blue", linewidth=0.8, label="train loss")
     loss_ax.set_xlabel("optimizer step")
@@ -30,13 +30,13 @@ def plot_training_curve(history: History, main_metric: str | None, path: Path) -
     loss_ax.set_title("training curve")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path) -> None:
     """Rows are true labels, columns predicted, each cell annotated with its count."""
     size = max(4.0, 0.6 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -49,4 +49,3 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     ax.set_title("confusion matrix (dev)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

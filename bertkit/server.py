@@ -26,20 +26,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bertkit.data.classify import ClassifyExample
-from bertkit.data.qa import QAExample
 from bertkit.errors import BertkitError
 from bertkit.inference import Predictor
 
 INDEX_HTML = Path(__file__).parent / "static" / "index.html"
-
-# What a request for each task looks like, for error messages.
-_PAYLOAD_OF_TASK = {
-    "classify": '{"texts": [...]} (and "text_pairs": [...] for sentence pairs)',
-    "ner": '{"texts": [...]}',
-    "qa": '{"items": [{"question": ..., "context": ...}, ...]} or {"question": ..., "context": ...}',
-}
-
 
 @dataclass(frozen=True)
 class ServerLimits:
@@ -206,37 +196,22 @@ def _check_count(count: int, what: str, limits: ServerLimits) -> None:
 
 def _examples(predictor: Predictor, request: PredictRequest, limits: ServerLimits) -> tuple[list[Any], bool]:
     """The request as the task's examples (and whether they are sentence pairs); HTTPException when it is not one."""
-    task = predictor.task.name
-    given = {name for name, value in request if value is not None}
-    allowed = {"classify": {"texts", "text_pairs"}, "ner": {"texts"}, "qa": {"items", "question", "context"}}[task]
+    task = predictor.task
+    given = request.model_dump(exclude_none=True)
     if not given:
-        raise HTTPException(422, f"the request is empty; this model ({task}) takes {_PAYLOAD_OF_TASK[task]}")
-    if not given <= allowed or (task != "qa" and "texts" not in given):
-        raise HTTPException(422, f"this model ({task}) takes {_PAYLOAD_OF_TASK[task]}, not {', '.join(sorted(given))}")
+        raise HTTPException(422, f"the request is empty; this model ({task.name}) takes {task.request_help}")
+    if not set(given) <= task.request_fields:
+        raise HTTPException(422, f"this model ({task.name}) takes {task.request_help}, not {', '.join(sorted(given))}")
 
-    if task == "qa":
-        if request.items is not None and (request.question is not None or request.context is not None):
-            raise HTTPException(422, 'give either "items" or one "question" and "context", not both')
-        if request.items is None and (request.question is None or request.context is None):
-            raise HTTPException(422, 'a single item needs both "question" and "context"')
-        items = request.items if request.items is not None else [QAItem(question=request.question, context=request.context)]
-        _check_count(len(items), "items", limits)
-        for i, item in enumerate(items):
-            _check_length("question", i, item.question, limits)
-            _check_length("context", i, item.context, limits)
-        return [QAExample(str(i), item.question, item.context, []) for i, item in enumerate(items)], False
+    def check(name: str, texts: list[str]) -> None:
+        _check_count(len(texts), "items" if "items" in given else name, limits)
+        for i, text in enumerate(texts):
+            _check_length(name, i, text, limits)
 
-    texts = request.texts
-    _check_count(len(texts), "texts", limits)
-    for i, text in enumerate(texts):
-        _check_length("texts", i, text, limits)
-    if request.text_pairs is None:
-        return predictor.from_texts(texts), False
-    if len(request.text_pairs) != len(texts):
-        raise HTTPException(422, f"{len(texts)} texts but {len(request.text_pairs)} text_pairs; give one pair per text")
-    for i, pair in enumerate(request.text_pairs):
-        _check_length("text_pairs", i, pair, limits)
-    return [ClassifyExample(text, pair, None, i + 1) for i, (text, pair) in enumerate(zip(texts, request.text_pairs))], True
+    try:
+        return task.from_request(given, check)
+    except BertkitError as error:
+        raise HTTPException(422, str(error)) from None
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -261,8 +236,8 @@ def create_app(predictor: Predictor, limits: ServerLimits | None = None) -> Fast
         status="ok",
         model=str(predictor.model_dir),
         task=task,
-        labels=[id2label[i] for i in range(len(id2label))] if task != "qa" and id2label else None,
-        pairs=task == "classify" and bool(predictor.task.settings.get("text_pair_column")),
+        labels=[id2label[i] for i in range(len(id2label))] if predictor.task.labelled and id2label else None,
+        pairs=bool(predictor.task.settings.get("text_pair_column")),
         backend=getattr(predictor, "backend", "torch"),
     )
     state: dict[str, MicroBatcher] = {}

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from bertkit.data.io import check_corpus_files, stream_corpus_lines
 from bertkit.errors import BertkitError
+from bertkit.options import Options, option
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
@@ -332,3 +333,28 @@ def train_tokenizer(
     )
     tokenizer.train([str(path) for path in paths], trainer)
     return BertTokenizer(tokenizer, do_lower_case=do_lower_case)
+
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json")
+
+
+@dataclass
+class TokenizerTrainOptions(Options):
+    """`bertkit tokenizer train`: each field a flag."""
+
+    corpus: list[str] = option(help="UTF-8 text files", metavar="FILE")
+    out: str = option(help="directory for vocab.txt, tokenizer.json and tokenizer_config.json")
+    vocab_size: int = option(30522, "tokens in the vocabulary, special tokens included", min=len(SPECIAL_TOKENS))
+    cased: bool = option(False, "keep case and accents (default: lower-case, strip accents)")
+    overwrite: bool = option(False, "replace a tokenizer already in --out")
+
+
+def train_tokenizer_to(options: TokenizerTrainOptions) -> BertTokenizer:
+    """Train a vocabulary on `options.corpus` and save it to `options.out`, which must not hold one already."""
+    from bertkit.checkpoint import refuse_to_replace_model  # checkpoint imports this module
+
+    out = Path(options.out)
+    refuse_to_replace_model(out, options.overwrite, None, TOKENIZER_FILES, "a tokenizer")
+    tokenizer = train_tokenizer(options.corpus, vocab_size=options.vocab_size, do_lower_case=not options.cased)
+    tokenizer.save_pretrained(out)
+    return tokenizer

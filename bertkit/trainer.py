@@ -28,6 +28,7 @@ from bertkit.batching import Feature, collate, training_batches
 from bertkit.callbacks import BestModel, Callback, EarlyStopping, MetricsWriter
 from bertkit.errors import BertkitError
 from bertkit.runtime import autocast, bf16_available
+from bertkit.options import Options, option
 
 STATE_DIR = "trainer_state"
 # Temporary files start with this prefix so that a later run can find and remove what a kill left behind.
@@ -37,29 +38,32 @@ NOT_FINGERPRINTED = ("save_every", "allow_changes")
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    grad_accum: int = 1
-    seed: int = 42
-    bf16: bool = True  # used where the hardware runs bf16 natively; ignored elsewhere
-    patience: int = 0  # stop after this many epochs without a better dev score; 0 never stops early
-    save_every: int = 0  # also write a resumable state every N optimizer steps; 0 = at epoch ends only
-    max_steps: int = 0  # stop after this many optimizer steps (the schedule spans them); 0 = run all epochs
+class TrainConfig(Options):
+    """The training settings: each field is a `bertkit finetune`/`pretrain` flag and a keyword of the API."""
+
+    epochs: int = option(3, "passes over the training data", min=1)
+    batch_size: int = option(32, "examples per micro-batch", min=1)
+    lr: float = option(5e-5, "peak learning rate (AdamW)", above=0)
+    weight_decay: float = option(0.01, "AdamW weight decay", min=0)
+    warmup_ratio: float = option(0.1, "fraction of the steps spent warming the learning rate up", min=0, max=1)
+    max_grad_norm: float = option(1.0, "clip gradients to this norm", above=0)
+    grad_accum: int = option(1, "micro-batches per optimizer step", min=1)
+    seed: int = option(42, "random seed", min=0)
+    bf16: bool = option(True, "train in fp32 even where the CPU/GPU has bf16")  # used only where bf16 is native
+    patience: int = option(0, "stop after N epochs without a better dev score (0: never)", min=0)
+    save_every: int = option(0, "also write a resumable state every N optimizer steps (0: at epoch ends)", min=0)
+    max_steps: int = option(0, min=0)  # stop after this many optimizer steps (the schedule spans them); 0 = all epochs
     # Batch examples of similar length (shuffled groups of 50 batches), as transformers' group_by_length.
     # Off by default: batches are then drawn at random, as the transformers Trainer does, and the
     # unpadded encoder already spends next to nothing on padding.
-    group_by_length: bool = False
-    allow_changes: bool = field(default=False, metadata={
-        "help": "with --resume: continue although the data or settings differ from the saved run (recorded in metrics.json)"})
+    group_by_length: bool = option(False, "batch examples of similar length (faster; default: random batches)")
+    allow_changes: bool = option(False, "with --resume: continue although the data or settings differ from the saved run (recorded in metrics.json)")
 
 
 @dataclass
 class History:
+    """A training run: one dict per epoch (train loss, dev metrics), the loss curve's points, the best dev score."""
+
     epochs: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, float]] = field(default_factory=list)  # (step, loss) points for the curve
     best: float | None = None

@@ -209,6 +209,7 @@ def test_bad_input_is_one_line(task_files, tmp_path, capsys):
         (["export", "onnx", "--model", str(model_dir), "--out", str(tmp_path / "no" / "dir" / "m.onnx")], "no such directory"),
         (["export", "onnx", "--model", str(model_dir), "--out", str(tmp_path)], "is a directory"),
         (["predict", "--model", str(tmp_path), "--backend", "onnx", "good movie"], "bertkit export onnx --model"),
+        (["export", "onnx", "--model", str(model_dir)], "model.onnx exists; pass --overwrite to replace it"),
         (["predict", "--model", str(model_dir), "--onnx", str(tmp_path / "m.onnx"), "good movie"], "goes with --backend onnx"),
         (["predict", "--model", str(model_dir), "--backend", "onnx", "--onnx", str(tmp_path / "m.onnx"), "good movie"],
          "m.onnx: no such file"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bertkit.checkpoint import save_model
-from bertkit.finetune import finetune
+from bertkit.finetuning import finetune
 from bertkit.inference import Predictor
 from bertkit.config import BertConfig
 from bertkit.model import BertModel

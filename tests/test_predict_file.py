@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bertkit.finetune import finetune
+from bertkit.finetuning import finetune
 from bertkit.inference import Predictor, count_complete_lines, predict_file
 from bertkit.tasks import ClassifyTask
 from bertkit.trainer import TrainConfig

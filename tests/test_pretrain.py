@@ -11,7 +11,7 @@ import transformers
 from bertkit.cli import main
 from tests.conftest import run_cli
 from benchmarks.mlm_vs_bigram import mlm_against_bigram
-from bertkit.pretrain import PretrainSettings, pretrain
+from bertkit.pretraining import PretrainSettings, pretrain
 from bertkit.trainer import Trainer, TrainConfig
 
 

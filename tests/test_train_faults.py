@@ -71,7 +71,7 @@ def test_resume_refuses_other_settings_or_data_unless_allowed(tmp_path, monkeypa
 
 
 def test_pretrain_resume_names_a_changed_setting(tmp_path, monkeypatch, english_texts):
-    from bertkit.pretrain import PretrainSettings, pretrain
+    from bertkit.pretraining import PretrainSettings, pretrain
 
     lines = [t[:120] for t in english_texts[:40]]
     corpus = tmp_path / "corpus.txt"

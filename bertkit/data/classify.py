@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 from dataclasses import dataclass
 
 from bertkit.batching import Feature
@@ -44,9 +45,24 @@ def iter_classify(
     require_labels: bool = True,
 ) -> Iterator[ClassifyExample]:
     """Labelled (or, for prediction, unlabelled) rows, streamed and checked one by one."""
+    return classify_rows(iter_records(path), str(path), text_column, pair_column, label_column, multi_label,
+                         require_labels)
+
+
+def classify_rows(
+    rows: Iterable[tuple[int, dict[str, Any]]],
+    where: str,
+    text_column: str = "text",
+    pair_column: str | None = None,
+    label_column: str = "label",
+    multi_label: bool = False,
+    require_labels: bool = True,
+) -> Iterator[ClassifyExample]:
+    """Examples from numbered rows (of a file, or of records in memory), named `where` in errors."""
+    path = where
     text_columns = [text_column] + ([pair_column] if pair_column else [])
     checked_columns = False
-    for line, row in iter_records(path):
+    for line, row in rows:
         if not checked_columns:  # a misnamed column fails at the first row, not at every row
             for column in text_columns + ([label_column] if require_labels else []):
                 if column not in row:

@@ -8,6 +8,7 @@ for `bertkit finetune --model`.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,11 +19,12 @@ import torch
 
 from bertkit import dist
 from bertkit.batching import IGNORE_INDEX, Feature
-from bertkit.checkpoint import load_model, resolve_model_dir, save_model
+from bertkit.checkpoint import load_model, refuse_to_replace_model, resolve_model_dir, save_model
 from bertkit.data.pretrain import Instance, Shards, create_instances, pretraining_collate
 from bertkit.errors import BertkitError
 from bertkit.heads import BertForPreTraining
-from bertkit.config import BertConfig
+from bertkit.config import MODEL_SIZES, BertConfig
+from bertkit.options import Options, option
 from bertkit.tokenizer import BertTokenizer, train_tokenizer
 from bertkit.trainer import History, Trainer, TrainConfig, set_seed
 
@@ -30,21 +32,35 @@ HELD_OUT_FRACTION = 0.02  # of the documents, for the MLM/NSP accuracy report
 MIN_DOCUMENTS_FOR_EVAL = 10
 
 
+TRAIN_DEFAULTS = {"epochs": 1, "lr": 1e-4, "max_steps": 1000, "save_every": 200}  # pre-training's own, where they differ from fine-tuning's
+
+
 @dataclass
-class PretrainSettings:
-    corpus: list[str]
-    out: str
-    tokenizer: str | None = None
-    vocab_size: int | None = None
-    model_size: str = "tiny"
-    config: str | None = None
-    model: str | None = None  # continue pre-training this checkpoint
-    max_seq_len: int = 128
-    nsp: bool = True
-    whole_word_mask: bool = False
+class PretrainSettings(Options):
+    """What `bertkit pretrain` takes besides the training settings (`train`), each a flag and a keyword."""
+
+    corpus: list[str] = option(help="UTF-8 text, one sentence per line, a blank line between documents", metavar="FILE")
+    out: str = option(help="output model directory")
+    tokenizer: str | None = option(None, "a tokenizer directory (default: the --model's, or train one with --vocab-size)")
+    vocab_size: int | None = option(None, "train a WordPiece vocab of this size on the corpus first", min=10)
+    model_size: str = option("tiny", "a named size", choices=MODEL_SIZES)
+    config: str | None = option(None, "a config.json to start from instead of a named size")
+    model: str | None = option(None, "continue pre-training this checkpoint (fresh heads where it has none)")
+    max_seq_len: int = option(128, "longest sequence, in tokens", min=8)
+    steps: int | None = option(None, f"optimizer steps (default: {TRAIN_DEFAULTS['max_steps']})", min=1)
+    nsp: bool = option(True, "pack full sentences, MLM only (RoBERTa style)")
+    whole_word_mask: bool = option(False, "mask whole words (## pieces; jieba words for Chinese)")
     chinese_words: bool | None = None  # None: decided from the corpus
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-4, max_steps=1000, save_every=200))
-    resume: bool = False
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS))
+    resume: bool = option(False, "continue an interrupted run in --out")
+    overwrite: bool = option(False, "replace a model already in --out")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model and self.config:
+            raise BertkitError("give at most one of --model and --config")
+        if self.steps is not None:  # the run's length, as a keyword of its own (train.max_steps otherwise)
+            self.train = dataclasses.replace(self.train, max_steps=self.steps)
 
 
 def _tokenizer(settings: PretrainSettings, model_dir: Path | None) -> BertTokenizer:
@@ -124,6 +140,7 @@ def pretrain(settings: PretrainSettings) -> History:
     rank, _, _ = dist.init()
     model_dir = resolve_model_dir(settings.model) if settings.model else None
     out = Path(settings.out)
+    refuse_to_replace_model(out, settings.overwrite, settings.resume)
     if settings.resume and not (out / "trainer_state" / "state.pt").is_file():
         raise BertkitError(f"--resume: nothing to resume in {out} (no trainer_state/state.pt)")
     # Under torchrun, rank 0 alone trains the vocab and builds the shards; the others then read them.

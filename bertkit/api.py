@@ -1,0 +1,148 @@
+"""The Python API: `finetune`, `load`, `pretrain`, and the fine-tuned model they hand back.
+
+Each keyword is an option of the command line with the same name and default (both come from the
+option dataclasses), and bad input raises the same one-line BertkitError the command line prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bertkit.errors import BertkitError
+from bertkit.options import split_keywords
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from bertkit.inference import Predictor
+    from bertkit.tokenizer import BertTokenizer
+    from bertkit.trainer import History
+
+
+class FineTuned:
+    """A fine-tuned model directory, ready to predict and evaluate (what `finetune` and `load` return).
+
+    `predict(inputs)` gives the same JSON as `bertkit predict`, `evaluate(data)` the same dict as
+    `bertkit evaluate`. `model` and `tokenizer` are the PyTorch model (torch backend) and its tokenizer;
+    `history` holds the training run's epochs and loss curve (None for a directory trained elsewhere).
+    The model is loaded on first use.
+    """
+
+    def __init__(self, directory: str | os.PathLike, history: History | None = None, **options: Any) -> None:
+        from bertkit.inference import InferenceOptions
+
+        (inference,) = split_keywords(options, InferenceOptions, what="load")
+        self.options = InferenceOptions(**inference)
+        self.directory = Path(directory)
+        self._history = history
+        self._predictor: Predictor | None = None
+
+    @property
+    def predictor(self) -> Predictor:
+        if self._predictor is None:
+            from bertkit.inference import Predictor
+
+            o = self.options
+            self._predictor = Predictor(self.directory, o.batch_size, fp32=o.fp32, backend=o.backend, onnx_file=o.onnx)
+        return self._predictor
+
+    @property
+    def model(self) -> nn.Module:
+        return self.predictor.model
+
+    @property
+    def tokenizer(self) -> BertTokenizer:
+        return self.predictor.tokenizer
+
+    @property
+    def task(self) -> str:
+        return self.predictor.task.name
+
+    @property
+    def history(self) -> History | None:
+        """The training run: the History `finetune` returned, or the one metrics.json records."""
+        if self._history is None and (self.directory / "metrics.json").is_file():
+            from bertkit.trainer import History
+
+            record = json.loads((self.directory / "metrics.json").read_text(encoding="utf-8"))
+            self._history = History(**{k: record[k] for k in ("epochs", "steps", "best", "best_epoch") if k in record})
+        return self._history
+
+    def predict(self, inputs: list[Any]) -> list[dict]:
+        """One prediction per input, in order: strings (classification, NER), `(text, pair)` tuples, or
+        `{"question": ..., "context": ...}` dicts (QA)."""
+        predictor = self.predictor
+        return predictor.predict(predictor.from_inputs(inputs))
+
+    def evaluate(self, data: Any) -> dict[str, Any]:
+        """Metrics on labelled data: a path, a list of dicts or a DataFrame, read as the training data is."""
+        return self.predictor.evaluate(data)
+
+    def __repr__(self) -> str:
+        return f"FineTuned({str(self.directory)!r})"
+
+
+def finetune(
+    task: str,
+    train: Any,
+    *,
+    out: str | os.PathLike,
+    dev: Any = None,
+    model: Any = None,
+    prepare_model: Callable[[nn.Module], nn.Module] | None = None,
+    loss_fn: Callable[[nn.Module, dict[str, Any]], tuple[Any, dict[str, float]]] | None = None,
+    tokenizer: BertTokenizer | None = None,
+    **options: Any,
+) -> FineTuned:
+    """Fine-tune a pre-trained BERT for `task` ("classify", "ner", "qa") and return the best model.
+
+    `train`/`dev`: a path, a list of dicts (classify: columns; ner: {"tokens", "tags"}) or a DataFrame.
+    `model`: a directory, a hub id, or a bertkit model (a FineTuned, or a module with `tokenizer=`);
+    default the packaged all-MiniLM-L6-v2. `prepare_model(model) -> model` runs before the optimizer is
+    built (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's loss.
+    `options`: every flag of `bertkit finetune TASK` (epochs=3, lr=5e-5, max_seq_len=128, ...).
+    """
+    from bertkit.finetuning import FinetuneOptions
+    from bertkit.finetuning import finetune as run
+    from bertkit.tasks import get_task
+    from bertkit.trainer import TrainConfig
+
+    task_class = get_task(task)
+    task_options, train_options, extra = split_keywords(
+        options, task_class.Options, TrainConfig, FinetuneOptions, what=f"finetune {task}"
+    )
+    settings = FinetuneOptions(**extra)
+    history = run(task_class(task_options), train, out, model, dev, TrainConfig(**train_options),
+                  settings.eval_batch_size, settings.resume, settings.overwrite, prepare_model=prepare_model,
+                  loss_fn=loss_fn, tokenizer=tokenizer)
+    return FineTuned(out, history)
+
+
+def load(directory: str | os.PathLike, **options: Any) -> FineTuned:
+    """A fine-tuned model directory (bertkit's or a transformers BertFor* one) for predict and evaluate.
+
+    `options`: those of `bertkit predict`: backend="torch" | "onnx", onnx=FILE, batch_size=64, fp32=False.
+    """
+    if not isinstance(directory, (str, os.PathLike)):
+        raise BertkitError(f"load takes a model directory, not {type(directory).__name__}")
+    return FineTuned(directory, **options)
+
+
+def pretrain(corpus: list[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike, **options: Any) -> History:
+    """Pre-train BERT (masked LM, and next-sentence prediction unless nsp=False) on plain-text files.
+
+    `options`: every flag of `bertkit pretrain` (steps, model_size, vocab_size, tokenizer, lr, ...).
+    Returns the run's History; the model is in `out`, ready for `finetune(model=out)`.
+    """
+    from bertkit.pretraining import TRAIN_DEFAULTS, PretrainSettings
+    from bertkit.pretraining import pretrain as run
+    from bertkit.trainer import TrainConfig
+
+    files = [str(corpus)] if isinstance(corpus, (str, os.PathLike)) else [str(path) for path in corpus]
+    settings, train_options = split_keywords(options, PretrainSettings, TrainConfig, what="pretrain")
+    train = TrainConfig(**{**TRAIN_DEFAULTS, **train_options})
+    return run(PretrainSettings(corpus=files, out=str(out), train=train, **settings))

@@ -1,0 +1,134 @@
+"""The interface every fine-tuning task family implements, and the lookup of a model directory's task.
+
+A task reads its files, turns examples into features, predicts JSON-ready results and scores them; it
+also names its options (flags and keywords), the model outputs it decodes (which an ONNX graph must
+have) and the inputs `predict` accepts. The trainer, `evaluate`, `predict`, the API and the server only
+talk to this interface. A fine-tuned model directory records its task and options in config.json under
+"bertkit", so later commands need only `--model DIR`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bertkit.errors import BertkitError
+
+if TYPE_CHECKING:
+    import torch
+
+    from bertkit.batching import Feature
+    from bertkit.config import BertConfig
+    from bertkit.tokenizer import BertTokenizer
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    help: ClassVar[str]  # one line for `bertkit finetune --help`
+    architecture: ClassVar[str]
+    main_metric: ClassVar[str]
+    Options: ClassVar[type]  # an options.Options dataclass: the task's flags and keywords
+    # The model outputs the task decodes, each marked True when it has one row per token: the batched
+    # runner cuts those to each feature's length, and an exported graph must provide them all.
+    outputs: ClassVar[dict[str, bool]]
+    labelled: ClassVar[bool] = True  # predictions are among the model's labels (id2label); QA's are spans
+
+    # The body of `POST /v1/predict` for this task: the request fields it takes, and how to say it in errors.
+    request_fields: ClassVar[frozenset[str]]
+    request_help: ClassVar[str]
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        known = {f.name for f in dataclasses.fields(self.Options)}
+        self.options = self.Options(**{k: v for k, v in (settings or {}).items() if k in known})
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The options as a plain dict (what config.json records)."""
+        return dataclasses.asdict(self.options)
+
+    @abstractmethod
+    def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[Any]:
+        """Examples from a file in the task's training format (labels optional when predicting)."""
+
+    def stream(self, path: str | os.PathLike) -> Iterator[Any]:
+        """Prediction input, one example at a time, so a file larger than memory can be predicted.
+        Formats that are one document (SQuAD JSON) are read whole."""
+        return iter(self.read(path, require_labels=False))
+
+    def from_records(self, records: list[dict[str, Any]], what: str, require_labels: bool = True) -> list[Any]:
+        """Examples from in-memory rows (a list of dicts, a DataFrame's records), as `read` gives from a file;
+        errors name them `what:row` as a file's name `path:line`."""
+        raise BertkitError(f"the {self.name} task reads files only; give a path")
+
+    def examples(self, data: Any, what: str, require_labels: bool = True) -> list[Any]:
+        """Examples from a path, a list of dicts, or a pandas DataFrame (its rows as dicts); `what` names the data
+        in errors ("train", "dev")."""
+        if isinstance(data, (str, os.PathLike)):
+            return self.read(data, require_labels)
+        if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame, without importing pandas
+            data = data.to_dict(orient="records")
+        if not isinstance(data, list):
+            raise BertkitError(f"{what}= takes a path, a list of dicts or a pandas DataFrame, not {type(data).__name__}")
+        if not data:
+            raise BertkitError(f"{what}= is empty; give at least one example")
+        return self.from_records(data, what, require_labels)
+
+    @abstractmethod
+    def from_text(self, text: str, line: int) -> Any:
+        """An unlabelled example from one raw text (a command-line argument or a line of a .txt file)."""
+
+    def from_input(self, item: Any, line: int) -> Any:
+        """An unlabelled example from one `predict` input of the Python API (a string by default)."""
+        if not isinstance(item, str):
+            raise BertkitError(f"input {line}: expected a string, got {type(item).__name__}")
+        return self.from_text(item, line)
+
+    def from_request(self, fields: dict[str, Any], check: Callable[[str, list[str]], None]) -> tuple[list[Any], bool]:
+        """Examples from the given fields of a `/v1/predict` body (a subset of `request_fields`, not empty), and
+        whether they are sentence pairs (encoded apart from single texts). `check(name, texts)` applies the
+        server's limits; a request of the wrong shape is a BertkitError (HTTP 422)."""
+        texts = fields.get("texts")
+        if texts is None:
+            raise BertkitError(f"this model ({self.name}) takes {self.request_help}, not {', '.join(sorted(fields))}")
+        check("texts", texts)
+        return [self.from_text(text, number) for number, text in enumerate(texts, start=1)], False
+
+    def save_plots(self, out_dir: Path, dev_metrics: dict[str, Any]) -> None:
+        """Task-specific pictures of the best epoch's dev results."""
+
+    def label_list(self, examples: list[Any]) -> list[str] | None:
+        """The labels of a new model, from its training examples; None for tasks without labels."""
+        return None
+
+    def check_labels(self, examples: list[Any], config: BertConfig, path: str | os.PathLike) -> None:
+        """Fail on labels the model does not know (a dev file with a label the training file lacks)."""
+
+    @abstractmethod
+    def features(self, examples: list[Any], tokenizer: BertTokenizer, config: BertConfig) -> list[Feature]:
+        """Training features, labels included."""
+
+    @abstractmethod
+    def predict(self, model: torch.nn.Module, tokenizer: BertTokenizer, examples: list[Any], batch_size: int) -> list[dict]:
+        """One JSON-ready prediction per example, in example order."""
+
+    @abstractmethod
+    def score(self, examples: list[Any], predictions: list[dict], config: BertConfig) -> dict[str, Any]:
+        """Metrics of predictions against the examples' gold labels."""
+
+    def config_for(self, config: BertConfig, labels: list[str] | None) -> BertConfig:
+        """The model config for this task: labels, problem type, and our settings for later commands."""
+        if labels is not None:
+            config.id2label = dict(enumerate(labels))
+            config.label2id = {label: i for i, label in enumerate(labels)}
+        config.extra["bertkit"] = {"task": self.name, **self.settings}
+        return config
+
+    def _rows(self, model: torch.nn.Module, features: list[Feature], batch_size: int,
+              tokenizer: BertTokenizer) -> list[dict[str, torch.Tensor]]:
+        from bertkit.batching import forward_rows
+
+        return forward_rows(model, features, batch_size, tokenizer.pad_token_id, self.outputs)

@@ -1,0 +1,140 @@
+"""Sentence and sentence-pair classification: one label (softmax) or several (sigmoid)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertkit.data import classify
+from bertkit.errors import BertkitError
+from bertkit.options import Options, option
+from bertkit.tasks.base import Task
+
+
+@dataclass
+class ClassifyOptions(Options):
+    max_seq_len: int = option(128, "longest input, in tokens (longer is cut)", min=8)
+    text_column: str = option("text", "column of the text")
+    text_pair_column: str | None = option(None, "column of the second text of sentence pairs")
+    label_column: str = option("label", "column of the label")
+    multi_label: bool = option(False, "labels are lists; sigmoid per label")
+
+
+class ClassifyTask(Task):
+    """Single sentences or pairs, one label (softmax) or several (sigmoid)."""
+
+    name = "classify"
+    help = "sentence or sentence-pair classification from CSV/TSV/JSONL"
+    architecture = "BertForSequenceClassification"
+    main_metric = "accuracy"
+    Options = ClassifyOptions
+    outputs = {"logits": False}
+    request_fields = frozenset({"texts", "text_pairs"})
+    request_help = '{"texts": [...]} (and "text_pairs": [...] for sentence pairs)'
+
+    def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[classify.ClassifyExample]:
+        return list(self._iter(path, require_labels))
+
+    def stream(self, path: str | os.PathLike) -> Iterator[classify.ClassifyExample]:
+        return self._iter(path, require_labels=False)
+
+    def _iter(self, path: str | os.PathLike, require_labels: bool) -> Iterator[classify.ClassifyExample]:
+        o = self.options
+        return classify.iter_classify(path, o.text_column, o.text_pair_column, o.label_column, o.multi_label,
+                                      require_labels)
+
+    def from_records(self, records: list[dict[str, Any]], what: str,
+                     require_labels: bool = True) -> list[classify.ClassifyExample]:
+        o = self.options
+        rows = list(enumerate(records, start=1))
+        for line, row in rows:
+            if not isinstance(row, dict):
+                raise BertkitError(f"{what}:{line}: expected a dict of columns, got {type(row).__name__}")
+        return list(classify.classify_rows(rows, what, o.text_column, o.text_pair_column, o.label_column,
+                                           o.multi_label, require_labels))
+
+    def from_text(self, text: str, line: int) -> classify.ClassifyExample:
+        if not text.strip():
+            raise BertkitError(f"line {line}: empty text")
+        return classify.ClassifyExample(text, None, None, line)
+
+    def from_input(self, item: Any, line: int) -> classify.ClassifyExample:
+        """A string, or a (text, pair) tuple for a model fine-tuned on sentence pairs."""
+        if isinstance(item, tuple) and len(item) == 2:
+            text, pair = item
+            if not self.options.text_pair_column:
+                raise BertkitError(f"input {line}: a (text, pair) tuple, but the model was fine-tuned on single texts")
+            for part in item:
+                if not isinstance(part, str) or not part.strip():
+                    raise BertkitError(f"input {line}: a pair is two non-empty strings, got {item!r}")
+            return classify.ClassifyExample(text, pair, None, line)
+        return super().from_input(item, line)
+
+    def from_request(self, fields: dict[str, Any], check: Callable[[str, list[str]], None]) -> tuple[list[Any], bool]:
+        examples, _ = super().from_request(fields, check)
+        pairs = fields.get("text_pairs")
+        if pairs is None:
+            return examples, False
+        if len(pairs) != len(examples):
+            raise BertkitError(f"{len(examples)} texts but {len(pairs)} text_pairs; give one pair per text")
+        check("text_pairs", pairs)
+        return [classify.ClassifyExample(e.text, pair, None, e.line) for e, pair in zip(examples, pairs)], True
+
+    def save_plots(self, out_dir: Path, dev_metrics: dict[str, Any]) -> None:
+        if "confusion_matrix" in dev_metrics:
+            from bertkit.plots import plot_confusion_matrix
+
+            plot_confusion_matrix(dev_metrics["confusion_matrix"], list(dev_metrics["per_class"]), out_dir / "confusion_matrix.png")
+
+    def label_list(self, examples: list[classify.ClassifyExample]) -> list[str]:
+        labels = classify.label_list(examples)
+        if len(labels) < 2 and not self.options.multi_label:
+            raise BertkitError(f"the training data has only one label ({labels[0]!r}); classification needs at least two")
+        return labels
+
+    def config_for(self, config, labels: list[str] | None):
+        config.problem_type = "multi_label_classification" if self.options.multi_label else "single_label_classification"
+        return super().config_for(config, labels)
+
+    def check_labels(self, examples: list[classify.ClassifyExample], config, path: str | os.PathLike) -> None:
+        classify.check_labels(examples, config.label2id or {}, path)
+
+    def features(self, examples: list[classify.ClassifyExample], tokenizer, config) -> list:
+        return classify.encode_classify(examples, tokenizer, self.options.max_seq_len, config.label2id)
+
+    def predict(self, model, tokenizer, examples: list[classify.ClassifyExample], batch_size: int) -> list[dict]:
+        import torch
+
+        id2label = model.config.id2label
+        results: list[dict] = []
+        features = classify.encode_classify(examples, tokenizer, self.options.max_seq_len)
+        for row in self._rows(model, features, batch_size, tokenizer):
+            logits = row["logits"]
+            probs = (torch.sigmoid(logits) if self.options.multi_label else torch.softmax(logits, dim=-1)).tolist()
+            scores = {id2label[j]: p for j, p in enumerate(probs)}
+            if self.options.multi_label:  # every label above one half; score = the most confident one's
+                results.append({"label": [label for label, p in scores.items() if p > 0.5], "score": max(probs),
+                                "scores": scores})
+            else:
+                best = max(range(len(probs)), key=probs.__getitem__)
+                results.append({"label": id2label[best], "score": probs[best], "scores": scores})
+        return results
+
+    def score(self, examples: list[classify.ClassifyExample], predictions: list[dict], config) -> dict[str, Any]:
+        from bertkit import metrics
+
+        labels = [config.id2label[i] for i in range(len(config.id2label))]
+        index = {label: i for i, label in enumerate(labels)}
+        if self.options.multi_label:
+            def indicator(chosen: list[str]) -> list[int]:
+                return [int(label in chosen) for label in labels]
+
+            return metrics.multilabel_metrics(
+                [indicator(e.label) for e in examples], [indicator(p["label"]) for p in predictions], labels
+            )
+        return metrics.classification_metrics(
+            [index[e.label] for e in examples], [index[p["label"]] for p in predictions], labels
+        )

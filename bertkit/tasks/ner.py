@@ -1,0 +1,104 @@
+"""Token tagging (NER): the first piece of each word is labelled; long sentences run in overlapping windows."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertkit.data import ner
+from bertkit.errors import BertkitError
+from bertkit.options import Options, option
+from bertkit.tasks.base import Task
+
+
+@dataclass
+class NerOptions(Options):
+    max_seq_len: int = option(128, "longest window, in tokens", min=8)
+    stride: int = option(32, "overlap, in tokens, of windows over long sentences", min=0)
+
+
+@dataclass
+class _TextNerExample(ner.NerExample):
+    """A raw text to tag: entity offsets point into `text` itself."""
+
+    text: str = ""
+
+
+class NerTask(Task):
+    """Token tagging: the first piece of each word is labelled; long sentences run in overlapping windows."""
+
+    name = "ner"
+    help = "token tagging (NER) from CoNLL or JSONL, BIO or BIOES"
+    architecture = "BertForTokenClassification"
+    main_metric = "f1"
+    Options = NerOptions
+    outputs = {"logits": True}
+    request_fields = frozenset({"texts"})
+    request_help = '{"texts": [...]}'
+
+    def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[ner.NerExample]:
+        return ner.read_ner(path, require_tags=require_labels)
+
+    def stream(self, path: str | os.PathLike) -> Iterator[ner.NerExample]:
+        return ner.iter_ner(path, require_tags=False)
+
+    def from_records(self, records: list[dict[str, Any]], what: str, require_labels: bool = True) -> list[ner.NerExample]:
+        examples = []
+        for line, record in enumerate(records, start=1):
+            if not isinstance(record, dict):
+                raise BertkitError(f'{what}:{line}: expected {{"tokens": [...], "tags": [...]}}, got {type(record).__name__}')
+            examples.append(ner._jsonl_example(Path(what), line, record, require_labels))
+        return examples
+
+    def from_text(self, text: str, line: int) -> ner.NerExample:
+        words, _ = ner.split_words(text)
+        if not words:
+            raise BertkitError(f"line {line}: empty text")
+        return _TextNerExample(words, None, line, text=text)
+
+    def label_list(self, examples: list[ner.NerExample]) -> list[str]:
+        return ner.label_list(examples)
+
+    def check_labels(self, examples: list[ner.NerExample], config, path: str | os.PathLike) -> None:
+        known = config.label2id or {}
+        for example in examples:
+            for tag in example.tags or []:
+                if tag not in known:
+                    raise BertkitError(f"{path}:{example.line}: tag {tag!r} is not one of the training tags ({', '.join(known)})")
+
+    def _windows(self, example: ner.NerExample, tokenizer, label2id: dict[str, int] | None) -> list[ner.NerWindow]:
+        return ner.encode_ner(example.words, tokenizer, self.options.max_seq_len, self.options.stride,
+                              label2id, example.tags if label2id is not None else None)
+
+    def features(self, examples: list[ner.NerExample], tokenizer, config) -> list:
+        return [
+            {"input_ids": w.input_ids, "token_type_ids": w.token_type_ids, "labels": w.labels}
+            for example in examples
+            for w in self._windows(example, tokenizer, config.label2id)
+        ]
+
+    def predict(self, model, tokenizer, examples: list[ner.NerExample], batch_size: int) -> list[dict]:
+        id2label = model.config.id2label
+        windows = [self._windows(example, tokenizer, None) for example in examples]
+        features = [{"input_ids": w.input_ids, "token_type_ids": w.token_type_ids} for ws in windows for w in ws]
+        logits = [row["logits"] for row in self._rows(model, features, batch_size, tokenizer)]
+        results, cursor = [], 0
+        for example, example_windows in zip(examples, windows):
+            window_logits = logits[cursor : cursor + len(example_windows)]
+            cursor += len(example_windows)
+            label_ids, scores = ner.word_predictions(example_windows, window_logits, len(example.words))
+            tags = [id2label[i] for i in label_ids]
+            if isinstance(example, _TextNerExample):  # offsets into the text exactly as the user gave it
+                text, spans = example.text, ner.split_words(example.text)[1]
+            else:
+                text, spans = ner.join_words(example.words)
+            results.append({"entities": ner.decode_entities(text, spans, tags, scores), "tags": tags})
+        return results
+
+    def score(self, examples: list[ner.NerExample], predictions: list[dict], config) -> dict[str, Any]:
+        from bertkit import metrics
+
+        return metrics.entity_metrics([e.tags for e in examples], [p["tags"] for p in predictions])
