@@ -46,7 +46,7 @@ class TrainConfig(Options):
     lr: float = option(5e-5, "peak learning rate (AdamW)", above=0)
     weight_decay: float = option(0.01, "AdamW weight decay", min=0)
     warmup_ratio: float = option(0.1, "fraction of the steps spent warming the learning rate up", min=0, max=1)
-    max_grad_norm: float = option(1.0, "clip gradients to this norm", above=0)
+    max_grad_norm: float = option(1.0, "clip gradients to this norm (0: no clipping)", min=0)
     grad_accum: int = option(1, "micro-batches per optimizer step", min=1)
     seed: int = option(42, "random seed", min=0)
     bf16: bool = option(True, "train in fp32 even where the CPU/GPU has bf16")  # used only where bf16 is native
