@@ -4,7 +4,9 @@
 `bertkit predict` line. Concurrent requests are gathered into one model batch (micro-batching): a single
 worker takes requests off a queue until it holds `max_batch_size` texts or `max_wait_ms` has passed, runs
 the Predictor in a thread, and hands each request its own slice of the results. Bad input is answered with
-422 (413 when it is over a limit, 400 when the body is not UTF-8) and a one-line message, never with a 500.
+422 (413 when it is over a limit, 415 when the body is not declared JSON, 400 when it is not UTF-8) and a
+one-line message, never with a 500. `/docs` serves Swagger UI from the installed `swagger-ui-bundle`
+package, so it works offline.
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ import torch
 import uvicorn
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from bertkit.errors import BertkitError
 from bertkit.inference import Predictor
 
 INDEX_HTML = Path(__file__).parent / "static" / "index.html"
+SWAGGER_URL = "/static/swagger-ui"  # Swagger UI's JS and CSS, served from the installed package
 
 @dataclass(frozen=True)
 class ServerLimits:
@@ -51,6 +58,58 @@ class ServerLimits:
     def max_body_bytes(self) -> int:
         """A request body no valid request needs: every text and pair at the limit, each char JSON-escaped (6 bytes)."""
         return 2 * self.max_texts * (6 * self.max_chars + 16) + 4096
+
+
+class BodyLimit:
+    """ASGI middleware: a POST body must be declared JSON (415) and stay within `max_bytes` (413).
+
+    The body is read here, chunk by chunk, and counted as it arrives, so a chunked body (no Content-Length)
+    is cut off as soon as it passes the limit instead of being read whole; the app then gets the body replayed.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            return await _refuse(scope, send, 415, f"the body must be JSON (content-type: application/json), not {media_type}")
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await _refuse(scope, send, 413, f"the request body has {length} bytes; the limit is {self.max_bytes}")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await _refuse(scope, send, 413, f"the request body has more than {self.max_bytes} bytes; "
+                                                       f"the limit is {self.max_bytes}")
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+
+        async def replay() -> Message:
+            nonlocal body
+            if body is None:
+                return await receive()  # after the body: wait for the disconnect, as the server would report it
+            message, body = {"type": "http.request", "body": body, "more_body": False}, None
+            return message
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
+    await JSONResponse({"detail": detail}, status_code=status)(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 class QAItem(BaseModel):
@@ -187,6 +246,11 @@ def _check_length(name: str, index: int, text: str, limits: ServerLimits) -> Non
         raise HTTPException(413, f"{name}[{index}] has {len(text)} characters; the limit is {limits.max_chars} (--max-chars)")
     if not text.strip():
         raise HTTPException(422, f"{name}[{index}] is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON lets "\ud800" through; no tokenizer or UTF-8 output can take it
+        raise HTTPException(422, f"{name}[{index}] has a lone surrogate ({text[exc.start]!r} at character {exc.start}); "
+                                 "texts must be valid Unicode") from None
 
 
 def _check_count(count: int, what: str, limits: ServerLimits) -> None:
@@ -249,15 +313,17 @@ def create_app(predictor: Predictor, limits: ServerLimits | None = None) -> Fast
         yield
         await state.pop("batcher").stop()
 
-    app = FastAPI(title="bertkit", summary=f"a fine-tuned BERT ({task}) over HTTP", lifespan=lifespan)
+    app = FastAPI(title="bertkit", summary=f"a fine-tuned BERT ({task}) over HTTP", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.mount(SWAGGER_URL, StaticFiles(directory=swagger_ui_path), name="swagger-ui")
 
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limits.max_body_bytes:
-            return JSONResponse({"detail": f"the request body has {length} bytes; the limit is {limits.max_body_bytes}"},
-                                status_code=413)
-        return await call_next(request)
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="bertkit API",
+                                   swagger_js_url=f"{SWAGGER_URL}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{SWAGGER_URL}/swagger-ui.css",
+                                   swagger_favicon_url=f"{SWAGGER_URL}/favicon-32x32.png")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -68,6 +69,16 @@ def classify_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     tmp = tmp_path_factory.mktemp("serve_classify")
     train = write_csv(tmp / "train.csv", ([(t, "pos") for t in POSITIVE] + [(t, "neg") for t in NEGATIVE]) * 3)
     return _finetune("classify", tiny_model_dir, train, tmp / "model", "--epochs", "6", "--seed", "1")
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("serve_pairs")
+    rows = [(a, b, "same" if (a in POSITIVE) == (b in POSITIVE) else "other") for a in POSITIVE[:3] + NEGATIVE[:3]
+            for b in POSITIVE[3:] + NEGATIVE[3:]]
+    train = tmp / "train.csv"
+    train.write_text("text,pair,label\n" + "".join(f"{a},{b},{label}\n" for a, b, label in rows), encoding="utf-8")
+    return _finetune("classify", tiny_model_dir, train, tmp / "model", "--epochs", "1", "--text-pair-column", "pair")
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +167,6 @@ def test_health_docs_and_page(classify_server, qa_server, classify_dir):
     assert health == {"status": "ok", "model": str(classify_dir), "task": "classify", "labels": ["neg", "pos"],
                       "pairs": False, "backend": "torch"}
     assert qa_server.get("/health").json()["labels"] is None
-    assert "swagger" in client.get("/docs").text.lower()
     schema = client.get("/openapi.json").json()
     assert "/v1/predict" in schema["paths"] and "/health" in schema["paths"]
     assert {"texts", "text_pairs", "items", "question", "context"} <= set(schema["components"]["schemas"]["PredictRequest"]["properties"])
@@ -175,9 +185,35 @@ def test_classify_same_as_predictor(classify_server, classify_dir):
         assert set(p) == {"label", "score", "scores"} and p["score"] == max(p["scores"].values())
         assert sum(p["scores"].values()) == pytest.approx(1)
 
-    pairs = ["good movie", "bad movie"]
-    served = predictions(client, {"texts": texts[:2], "text_pairs": pairs})
+
+def test_pairs_same_as_predictor(pairs_dir, classify_server):
+    direct = Predictor(pairs_dir)
+    texts, pairs = ["great film", "awful plot"], ["good movie", "bad movie"]
+    with running(Predictor(pairs_dir, batch_size=LIMITS.max_batch_size)) as client:
+        assert client.get("/health").json()["pairs"] is True
+        served = predictions(client, {"texts": texts, "text_pairs": pairs})
+        response = client.post("/v1/predict", json={"texts": texts, "text_pairs": pairs[:1]})
+        assert response.status_code == 422 and "one pair per text" in response.json()["detail"]
+        response = client.post("/v1/predict", json={"texts": texts[:1], "text_pairs": ["x" * 201]})
+        assert response.status_code == 413 and "text_pairs[0]" in response.json()["detail"]
     assert served == direct.predict([ClassifyExample(t, p, None, i) for i, (t, p) in enumerate(zip(texts, pairs), 1)])
+    single, _ = classify_server  # a classifier of single texts refuses pairs rather than use them
+    response = single.post("/v1/predict", json={"texts": texts, "text_pairs": pairs})
+    assert response.status_code == 422 and "takes no text_pairs" in response.json()["detail"]
+
+
+def test_docs_work_offline(classify_server):
+    """/docs loads Swagger UI from this server, not from a CDN: every asset it names is local and served."""
+    client, _ = classify_server
+    page = client.get("/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(assets) == 3 and all(url.startswith("/") and not url.startswith("//") for url in assets), assets
+    assert "http" not in page.text.lower()
+    for url in assets:
+        response = client.get(url)
+        assert response.status_code == 200 and len(response.content) > 500, url
+    assert "SwaggerUIBundle" in client.get(assets[2] if assets[2].endswith(".js") else assets[0]).text
 
 
 def test_ner_same_as_predictor(ner_server, ner_dir):
@@ -215,8 +251,9 @@ def test_qa_same_as_predictor(qa_server, qa_dir):
     ({"texts": ["   "]}, 422, "texts[0] is empty"),
     ({"texts": ["great film", "x" * 201]}, 413, "texts[1] has 201 characters; the limit is 200"),
     ({"texts": ["great film"] * 5}, 413, "5 texts in one request; the limit is 4"),
-    ({"texts": ["good", "bad"], "text_pairs": ["fun"]}, 422, "one pair per text"),
-    ({"texts": ["good"], "text_pairs": ["x" * 201]}, 413, "text_pairs[0]"),
+    ({"texts": ["good"], "text_pairs": ["fun"]}, 422, "takes no text_pairs"),
+    (b'{"texts": ["caf\\ud800e"]}', 422, "texts[0] has a lone surrogate"),  # valid JSON, not valid Unicode
+    (b'{"texts": ["ok", "\\udfff"]}', 422, "texts[1] has a lone surrogate"),
     ({"items": [{"question": "who ?", "context": "john"}]}, 422, "this model (classify) takes"),
     ({"question": "who ?", "context": "john"}, 422, "this model (classify) takes"),
     (b'{"texts": ["great film"', 422, "not valid JSON"),
@@ -233,15 +270,44 @@ def test_bad_input_is_a_client_error(classify_server, body, status, message):
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
     assert isinstance(detail, str) and "\n" not in detail and message in detail, detail
+    assert response.headers.get("connection") != "close"  # a client error keeps the keep-alive connection
     assert client.get("/health").status_code == 200  # and the server goes on
 
 
-def test_body_that_is_not_json(classify_server):
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_body_that_is_not_declared_json(classify_server, content_type):
     client, _ = classify_server
-    response = client.post("/v1/predict", content=b"texts=great", headers={"content-type": "text/plain"})
-    assert response.status_code == 422, response.text
-    assert client.post("/v1/predict", content=b"").status_code == 422
+    response = client.post("/v1/predict", content=b'{"texts": ["great"]}', headers={"content-type": content_type})
+    assert response.status_code == 415, response.text
+    assert f"not {content_type}" in response.json()["detail"]
+    ok = {"content-type": "application/json; charset=utf-8"}
+    assert client.post("/v1/predict", content=b'{"texts": ["great"]}', headers=ok).status_code == 200
+    assert client.post("/v1/predict", content=b"").status_code == 422  # no content type: read as JSON
     assert client.get("/v1/predict").status_code == 405
+
+
+def test_chunked_body_is_held_to_the_limit(classify_server):
+    """A body with no Content-Length is counted as it streams in: over the limit it is refused (413), not read whole."""
+    client, _ = classify_server
+
+    def chunks(count: int):
+        yield b'{"texts": ["'
+        for _ in range(count):
+            yield b"a" * 1000
+        yield b'"]}'
+
+    response = client.post("/v1/predict", content=chunks(8), headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413 and "8000 characters" in response.json()["detail"]  # under the body limit
+    assert LIMITS.max_body_bytes < 20_000
+    response = client.post("/v1/predict", content=chunks(20), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["detail"] == (f"the request body has more than {LIMITS.max_body_bytes} bytes; "
+                                         f"the limit is {LIMITS.max_body_bytes}")
+    assert predictions(client, {"texts": ["great"]})  # the server goes on
+    short = client.post("/v1/predict", content=iter([b'{"texts": ', b'["great film"]}']),
+                        headers={"content-type": "application/json"})
+    assert short.status_code == 200 and len(short.json()["predictions"]) == 1
 
 
 def test_wrong_task_payload(ner_server, qa_server):

@@ -78,6 +78,8 @@ class ClassifyTask(Task):
         pairs = fields.get("text_pairs")
         if pairs is None:
             return examples, False
+        if not self.options.text_pair_column:
+            raise BertkitError("this model was fine-tuned on single texts; it takes no text_pairs")
         if len(pairs) != len(examples):
             raise BertkitError(f"{len(examples)} texts but {len(pairs)} text_pairs; give one pair per text")
         check("text_pairs", pairs)
