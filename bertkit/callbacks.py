@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from bertkit.checkpoint import atomic_write_text
+from bertkit.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from bertkit.trainer import Trainer

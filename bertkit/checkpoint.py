@@ -12,7 +12,6 @@ import importlib.metadata
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bertkit.errors import BertkitError
+from bertkit.fileio import atomic_path, atomic_write_text, remove_debris
 from bertkit.heads import ARCHITECTURES
 from bertkit.config import BertConfig
 from bertkit.model import BertModel
@@ -61,6 +61,11 @@ def _rule(source: str, target: str) -> tuple[str, str]:
 
 _OURS_TO_HF = [_rule(ours, hf) for ours, hf in _NAME_PAIRS]
 _HF_TO_OURS = [_rule(hf, ours) for ours, hf in _NAME_PAIRS]
+# The encoder's own parameters, which every checkpoint must have (an adapter inside a layer need not).
+_ENCODER_NAMES = re.compile("|".join(
+    [re.escape(ours).replace(re.escape("{i}"), r"\d+") + "(weight|bias)" for ours, _ in _NAME_PAIRS
+     if ours.startswith(("embeddings.", "layers."))] + [r"layers\.\d+\.attention\.qkv\.(weight|bias)"]
+))
 _HF_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
 _OUR_QKV = re.compile(r"^layers\.(\d+)\.attention\.qkv\.(weight|bias)$")
 # Keys in Hugging Face files that carry no information of their own: buffers, and the MLM decoder,
@@ -78,15 +83,16 @@ def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
 def hf_to_ours(hf_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Hugging Face BERT weights (any BertFor*, with or without `bert.`) -> our names without `bert.`.
 
-    Returns the renamed weights and the keys that have no counterpart here.
+    Returns the renamed weights and, under their names as given, the keys outside BERT's name table
+    (another model's weights, or parameters bertkit saved under their own names: adapters, new heads).
     """
     ours: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     unknown: list[str] = []
     decoder_bias = None
-    for key, value in hf_state.items():
+    for original, value in hf_state.items():
         # Checkpoints converted from TensorFlow call LayerNorm's parameters gamma and beta.
-        key = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))
+        key = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", original))
         key = key.removeprefix("bert.")
         if key == "cls.predictions.decoder.bias":
             decoder_bias = value
@@ -98,7 +104,7 @@ def hf_to_ours(hf_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
             continue
         name = _rename(key, _HF_TO_OURS)
         if name is None:
-            unknown.append(key)
+            unknown.append(original)
         else:
             ours[name] = value
     if "mlm.bias" not in ours and decoder_bias is not None:
@@ -111,7 +117,11 @@ def hf_to_ours(hf_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
 
 
 def ours_to_hf(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Our weights -> Hugging Face names; encoder keys get `prefix` ("bert." inside BertFor* models)."""
+    """Our weights -> Hugging Face names; encoder keys get `prefix` ("bert." inside BertFor* models).
+
+    Parameters outside BERT's name table (adapters, new heads) keep their own names: transformers
+    reports them as unexpected, `load_weights` puts them back.
+    """
     hf: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         encoder_key = key.removeprefix("bert.")
@@ -122,9 +132,7 @@ def ours_to_hf(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.T
                 hf[f"{prefix}encoder.layer.{layer}.attention.self.{part}.{kind}"] = chunk.contiguous()
             continue
         name = _rename(encoder_key, _OURS_TO_HF)
-        if name is None:
-            raise BertkitError(f"internal: no Hugging Face name for parameter {key}")
-        hf[(prefix if in_encoder else "") + name] = value.contiguous()
+        hf[key if name is None else (prefix if in_encoder else "") + name] = value.contiguous()
     return hf
 
 
@@ -202,7 +210,8 @@ def load_hf_state(model_dir: Path) -> dict[str, torch.Tensor]:
 
 @dataclass
 class LoadReport:
-    """What loading left out: head weights that start fresh, and checkpoint keys nothing here uses."""
+    """What loading left out: the model's parameters the checkpoint lacks or has in another shape (new
+    heads, adapters: they keep their fresh initialisation), and checkpoint keys nothing here uses."""
 
     fresh: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
@@ -211,19 +220,28 @@ class LoadReport:
 def load_weights(model: nn.Module, hf_state: dict[str, torch.Tensor]) -> LoadReport:
     """Copy Hugging Face weights into `model` (a BertModel or a head model), checking every shape.
 
-    Encoder weights must all be present and of the right shape. Head weights that the checkpoint
-    lacks, or has for a different label set, keep their fresh initialisation (fine-tuning a
-    pre-trained encoder), and are listed in the report.
+    BERT's encoder weights must all be present and of the right shape. Other parameters that the
+    checkpoint lacks (adapters, new heads), and heads it has for a different label set, keep their
+    fresh initialisation (fine-tuning a pre-trained encoder); both are listed in the report, as are
+    checkpoint keys that nothing in `model` takes. Parameters saved under their own names by
+    `save_model` (outside BERT's name table) are loaded back under those names.
     """
     ours, unknown = hf_to_ours(hf_state)
     prefix = "" if isinstance(model, BertModel) else "bert."
     source = {(k if k.startswith(HEAD_PREFIXES) else prefix + k): v for k, v in ours.items()}
     target = model.state_dict()
+    unused = []
+    for key in unknown:  # a model saved as a BertModel may be loaded into a head model, and back
+        name = key if key in target else prefix + key.removeprefix("bert.")
+        if name in target:
+            source[name] = hf_state[key]
+        else:
+            unused.append(key)
     leftover = {k: v for k, v in source.items() if k not in target}
-    report = LoadReport(unused=sorted(unknown + list(ours_to_hf(leftover, prefix))))
+    report = LoadReport(unused=sorted(unused + list(ours_to_hf(leftover, prefix))))
     for key, expected in target.items():
         if key not in source:
-            if key.startswith(prefix + "layers.") or key.startswith(prefix + "embeddings."):
+            if key.startswith(prefix) and _ENCODER_NAMES.fullmatch(key.removeprefix(prefix)):
                 raise BertkitError(f"weights do not match the config: {key} is missing from the checkpoint")
             report.fresh.append(key)
             continue
@@ -280,29 +298,18 @@ def refuse_to_replace_model(out: Path, overwrite: bool, resume: bool | None = Fa
 def save_model(model: nn.Module, out_dir: str | os.PathLike) -> None:
     """Write config.json and model.safetensors so that transformers' BertModel/BertFor* load them.
 
-    Each file is written under a temporary name and renamed, so an interrupted save never leaves a
-    half-written file behind under the real name.
+    Each file is written atomically (bertkit.fileio), and temporary files that an earlier, killed
+    save left in the directory are removed first.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_debris(out)
     config = dataclasses.replace(model.config, architectures=[type(model).__name__])
     prefix = "" if isinstance(model, BertModel) else "bert."
     state = ours_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()}, prefix)
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        save_file(state, str(tmp_path), metadata={"format": "pt"})
-        tmp_path.chmod(0o644)  # temporary files are private; a model directory is meant to be shared
-        os.replace(tmp_path, out / "model.safetensors")
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
     atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def load_pretrained(

@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from torch import nn
 
 from bertkit.checkpoint import load_model, resolve_model_dir
 from bertkit.errors import BertkitError
+from bertkit.fileio import atomic_path, temp_path
 from bertkit.config import BertConfig
 from bertkit.model import BertModel, EncoderOutput
 from bertkit.options import Options, option
@@ -168,16 +168,6 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _temp_path(out: Path, tag: str) -> Path:
-    """A new empty file beside `out`, so that the final rename is atomic (one file system)."""
-    path = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.{tag}.tmp")
-    try:
-        path.open("xb").close()
-    except OSError as exc:
-        raise BertkitError(f"{out}: cannot write there ({exc.strerror or exc})") from None
-    return path
-
-
 @dataclass
 class ExportOptions(Options):
     """`bertkit export onnx`: each field a flag."""
@@ -230,28 +220,24 @@ def export_onnx(
     with torch.no_grad():
         reference = dict(zip(output_names, exportable(**check)))
 
-    temps = [_temp_path(out_path, "fp32")]
     try:
-        metadata = {DIGEST_KEY: weights_digest(directory), QUANTIZE_KEY: "none"}
-        _export_graph(exportable, example, config.max_position_embeddings, temps[0], opset, metadata)
-        diff = _max_abs_diff(run_session(open_session(temps[0]), check), reference)
-        if not diff <= TOLERANCE:  # `not <=` also catches NaN
-            raise BertkitError(f"the ONNX graph differs from PyTorch by {diff:.2e} (more than {TOLERANCE:g}); "
-                               "nothing written")
-        final, int8_diff = temps[0], None
-        if quantize == "int8":
-            temps.append(_temp_path(out_path, "int8"))
-            _quantize_int8(temps[0], temps[1])
-            int8_diff = _max_abs_diff(run_session(open_session(temps[1]), check), reference)
-            if not np.isfinite(int8_diff):
-                raise BertkitError("the int8 graph gives non-finite outputs; nothing written")
-            final = temps[1]
-        os.replace(final, out_path)
+        # With int8 the checked fp32 graph goes to a scratch file, and only the quantized one is kept.
+        with atomic_path(out_path) as final, temp_path(out_path.parent, f"{out_path.name}.fp32") as scratch:
+            fp32 = scratch if quantize == "int8" else final
+            metadata = {DIGEST_KEY: weights_digest(directory), QUANTIZE_KEY: "none"}
+            _export_graph(exportable, example, config.max_position_embeddings, fp32, opset, metadata)
+            diff = _max_abs_diff(run_session(open_session(fp32), check), reference)
+            if not diff <= TOLERANCE:  # `not <=` also catches NaN
+                raise BertkitError(f"the ONNX graph differs from PyTorch by {diff:.2e} (more than {TOLERANCE:g}); "
+                                   "nothing written")
+            int8_diff = None
+            if quantize == "int8":
+                _quantize_int8(fp32, final)
+                int8_diff = _max_abs_diff(run_session(open_session(final), check), reference)
+                if not np.isfinite(int8_diff):
+                    raise BertkitError("the int8 graph gives non-finite outputs; nothing written")
     except OSError as exc:
         raise BertkitError(f"{out_path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
     return ExportResult(out_path, output_names, diff, quantize, int8_diff, out_path.stat().st_size)
 
 

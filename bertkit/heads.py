@@ -1,7 +1,9 @@
 """Task heads on top of the encoder, one class per Hugging Face `BertFor*` architecture.
 
 Each returns logits, and a loss when labels are given (positions labelled -100 are ignored), with the
-same loss definitions as Hugging Face so that numbers can be compared one to one.
+same loss definitions as Hugging Face so that numbers can be compared one to one. Each also takes the
+keyword arguments Hugging Face callers pass (`inputs_embeds=None`, `return_dict=True`, ...) where the
+meaning is the same, so that wrappers such as peft's work unchanged.
 """
 
 from __future__ import annotations
@@ -14,8 +16,31 @@ from torch import nn
 
 from bertkit.batching import IGNORE_INDEX
 from bertkit.config import BertConfig
+from bertkit.errors import BertkitError
 from bertkit.model import BertModel, init_weights
 from bertkit.ops import ACTIVATIONS, Dropout
+
+
+# Keyword arguments that Hugging Face callers (peft's task wrappers, say) pass to any BertFor*, with the
+# values whose meaning bertkit shares. Any other value is refused: ignoring it would be silently wrong.
+_HF_KEYWORDS: dict[str, tuple[object, ...]] = {
+    "inputs_embeds": (None,),
+    "position_ids": (None,),
+    "head_mask": (None,),
+    "output_attentions": (None, False),
+    "output_hidden_states": (None, False),
+    "return_dict": (None, True),
+}
+
+
+def _check_hf_keywords(model: nn.Module, keywords: dict[str, object]) -> None:
+    for name, value in keywords.items():
+        head = type(model).__name__
+        if name not in _HF_KEYWORDS:
+            raise BertkitError(f"{head}.forward() got an unexpected keyword argument {name!r}")
+        if not any(value is allowed for allowed in _HF_KEYWORDS[name]):
+            choices = " or ".join(map(repr, _HF_KEYWORDS[name]))
+            raise BertkitError(f"{head}.forward(): {name} is not supported; pass {choices} or leave it out")
 
 
 def _first_token(input_ids: torch.Tensor) -> torch.Tensor:
@@ -98,7 +123,9 @@ class BertForMaskedLM(_HeadModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        **hf_keywords: object,
     ) -> Output:
+        _check_hf_keywords(self, hf_keywords)
         hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.mlm(hidden, self.bert.embeddings.word.weight)
         return Output(logits, _cross_entropy(logits, labels) if labels is not None else None)
@@ -121,9 +148,11 @@ class BertForPreTraining(_HeadModel):
         labels: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
         masked_only: bool = False,
+        **hf_keywords: object,
     ) -> PreTrainingOutput:
         """`masked_only` (needs `labels`) scores only the positions with a label: with 15% masking this
         skips about 85% of the vocabulary projection, the largest matmul of a small BERT."""
+        _check_hf_keywords(self, hf_keywords)
         selected = None
         if masked_only:
             assert labels is not None, "masked_only needs labels"
@@ -156,7 +185,9 @@ class BertForNextSentencePrediction(_HeadModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        **hf_keywords: object,
     ) -> Output:
+        _check_hf_keywords(self, hf_keywords)
         out = self.bert(input_ids, attention_mask, token_type_ids, output_positions=_first_token(input_ids))
         logits = self.nsp(out.pooler_output)
         return Output(logits, _cross_entropy(logits, labels) if labels is not None else None)
@@ -183,7 +214,9 @@ class BertForSequenceClassification(_HeadModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        **hf_keywords: object,
     ) -> Output:
+        _check_hf_keywords(self, hf_keywords)
         pooled = self.bert(input_ids, attention_mask, token_type_ids, output_positions=_first_token(input_ids)).pooler_output
         logits = self.classifier(self.dropout(pooled))
         return Output(logits, self.loss(logits, labels) if labels is not None else None)
@@ -222,7 +255,9 @@ class BertForTokenClassification(_HeadModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        **hf_keywords: object,
     ) -> Output:
+        _check_hf_keywords(self, hf_keywords)
         hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.classifier(self.dropout(hidden))
         return Output(logits, _cross_entropy(logits, labels) if labels is not None else None)
@@ -245,7 +280,9 @@ class BertForQuestionAnswering(_HeadModel):
         token_type_ids: torch.Tensor | None = None,
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
+        **hf_keywords: object,
     ) -> QAOutput:
+        _check_hf_keywords(self, hf_keywords)
         hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.qa_outputs(hidden)
         if attention_mask is not None:

@@ -11,7 +11,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,13 +25,12 @@ from tqdm.auto import tqdm
 from bertkit import dist
 from bertkit.batching import Feature, collate, training_batches
 from bertkit.callbacks import BestModel, Callback, EarlyStopping, MetricsWriter
+from bertkit.fileio import TEMP_PREFIX as TMP_PREFIX, atomic_path, remove_debris
 from bertkit.errors import BertkitError
 from bertkit.runtime import autocast, bf16_available
 from bertkit.options import Options, option
 
 STATE_DIR = "trainer_state"
-# Temporary files start with this prefix so that a later run can find and remove what a kill left behind.
-TMP_PREFIX = ".bertkit-tmp-"
 # Settings that do not change what the run computes: a resume may change them freely.
 NOT_FINGERPRINTED = ("save_every", "allow_changes")
 
@@ -201,13 +199,8 @@ class Trainer:
         }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         # A crash mid-write leaves the previous state intact and a TMP_PREFIX file that the next run removes.
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=self.state_path.parent)
-        try:
-            with os.fdopen(fd, "wb") as file:  # a file object: torch's zip writer refuses names starting with "."
-                torch.save(state, file)
-            os.replace(tmp, self.state_path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_path(self.state_path) as tmp, tmp.open("wb") as file:
+            torch.save(state, file)  # a file object: torch's zip writer refuses names starting with "."
 
     def _check_fingerprint(self, saved: dict[str, Any]) -> None:
         """A resume continues the same run: different data or settings are an error unless allowed."""
@@ -225,8 +218,7 @@ class Trainer:
     def load_state(self) -> None:
         if not self.state_path.is_file():
             raise BertkitError(f"--resume: nothing to resume in {self.out_dir} (no {STATE_DIR}/state.pt)")
-        for debris in self.state_path.parent.glob(TMP_PREFIX + "*"):
-            debris.unlink(missing_ok=True)
+        remove_debris(self.state_path.parent)
         state = torch.load(self.state_path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])  # every process restores the same state

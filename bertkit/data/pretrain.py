@@ -29,6 +29,7 @@ from tqdm import tqdm
 from bertkit.batching import IGNORE_INDEX, collate
 from bertkit.data.io import check_corpus_files, stream_corpus_lines
 from bertkit.errors import BertkitError
+from bertkit.fileio import atomic_path, atomic_write_text
 from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer, Encoding
 
 # Bump when the shard layout changes, so old directories are rebuilt rather than misread.
@@ -282,8 +283,8 @@ class Shards:
         """Write every array under a temporary name, rename them into place, and write the manifest last.
 
         The old manifest goes first, so an interrupted build leaves a directory that `open` refuses rather than
-        one that mixes old and new files. Temporary names carry the process id, so two processes building the same
-        directory (ranks that did not wait for each other) cannot write into the same file.
+        one that mixes old and new files. Temporary names are unique (bertkit.fileio), so two processes building the
+        same directory (ranks that did not wait for each other) cannot write into the same file.
         """
         fingerprint = _fingerprint(files, tokenizer, chinese_words)
         try:
@@ -294,8 +295,8 @@ class Shards:
         if chinese_words:
             jieba.setLogLevel(logging.WARNING)  # jieba otherwise logs its dictionary loading on every run
         token_dtype = np.dtype(np.uint16 if tokenizer.vocab_size < 1 << 16 else np.uint32)
-        temporary = {name: directory / f".{file_name}.{os.getpid()}.tmp" for name, file_name in _FILES.items()}
-        try:
+        with ExitStack() as renames:  # every shard is renamed into place once all are written
+            temporary = {name: renames.enter_context(atomic_path(directory / file)) for name, file in _FILES.items()}
             with ExitStack() as stack:
                 streams = {name: stack.enter_context(path.open("wb")) for name, path in temporary.items()}
                 progress = stack.enter_context(
@@ -316,11 +317,6 @@ class Shards:
                         batch = []
                 writer.write(batch)
                 writer.finish()
-            for name, path in temporary.items():
-                os.replace(path, directory / _FILES[name])
-        finally:
-            for path in temporary.values():
-                path.unlink(missing_ok=True)
         manifest = {
             "format": _FORMAT,
             "fingerprint": fingerprint,
@@ -333,9 +329,7 @@ class Shards:
             "num_sentences": writer.num_sentences,
             "num_documents": writer.num_documents,
         }
-        manifest_temporary = directory / f".{_MANIFEST}.{os.getpid()}.tmp"
-        manifest_temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(manifest_temporary, directory / _MANIFEST)
+        atomic_write_text(directory / _MANIFEST, json.dumps(manifest, indent=2) + "\n")
         return cls.open(directory)
 
     @property
