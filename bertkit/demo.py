@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from bertkit.checkpoint import load_pretrained, save_model
+from bertkit.errors import BertkitError
 
 SENTENCES = [
     "A man is playing a guitar on stage.",
@@ -101,6 +103,14 @@ def _write_jsonl(rows: list[tuple[str, str]], path: Path) -> Path:
     return path
 
 
+def _import_benchmarks() -> None:
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "benchmarks" / "__init__.py").is_file():
+        raise BertkitError("the story demo needs the benchmarks/ folder of a bertkit source checkout")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+
+
 def run_story(config: StoryConfig) -> dict:
     """Pre-train a small Chinese BERT from scratch, fine-tune it on 1,000 labelled reviews next to the same
     network from random initialisation, and compare: the case for pre-training, measured."""
@@ -108,7 +118,9 @@ def run_story(config: StoryConfig) -> dict:
     from bertkit.finetuning import finetune
     from bertkit.heads import BertForPreTraining
     from bertkit.inference import Predictor
-    # Experiment code lives in benchmarks/ (the demo is to be redesigned around it).
+    # Experiment code lives in benchmarks/ beside the package (the demo is to be redesigned around it); the
+    # installed `bertkit` script does not put the checkout on sys.path, so the demo does.
+    _import_benchmarks()
     from benchmarks.mlm_vs_bigram import mlm_against_bigram
     from benchmarks.plots import plot_comparison
     from bertkit.pretraining import PretrainSettings, pretrain
