@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bertkit.batching import Feature
-from bertkit.data.io import iter_records
+from bertkit.data.io import DEFAULT_ENCODING, iter_records
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import BertTokenizer
 
@@ -19,6 +19,7 @@ class ClassifyExample:
     pair: str | None
     label: str | list[str] | None  # a list for multi-label; None when predicting
     line: int
+    id: str | int | None = None  # the row's "id" column, when it has one; predictions carry it (else the line)
 
 
 def _parse_multi_label(value: object) -> list[str]:
@@ -42,11 +43,16 @@ def iter_classify(
     label_column: str = "label",
     multi_label: bool = False,
     require_labels: bool = True,
+    encoding: str = DEFAULT_ENCODING,
 ) -> Iterator[ClassifyExample]:
-    """Labelled (or, for prediction, unlabelled) rows, streamed and checked one by one."""
+    """Labelled (or, for prediction, unlabelled) rows, streamed and checked one by one.
+
+    Training rows need a non-blank text; prediction rows may be blank (the prediction says so), so that every
+    input row gets its output line.
+    """
     text_columns = [text_column] + ([pair_column] if pair_column else [])
     checked_columns = False
-    for line, row in iter_records(path):
+    for line, row in iter_records(path, encoding):
         if not checked_columns:  # a misnamed column fails at the first row, not at every row
             for column in text_columns + ([label_column] if require_labels else []):
                 if column not in row:
@@ -55,7 +61,7 @@ def iter_classify(
         texts = []
         for column in text_columns:
             value = row.get(column)
-            if not isinstance(value, str) or not value.strip():
+            if not isinstance(value, str) or (require_labels and not value.strip()):
                 problem = "missing" if value is None else "empty" if isinstance(value, str) else f"not text ({value!r})"
                 raise BertkitError(f"{path}:{line}: {problem} text in column {column!r}")
             texts.append(value)
@@ -67,7 +73,7 @@ def iter_classify(
             label = _parse_multi_label(raw) if multi_label else str(raw).strip()
         elif require_labels:
             raise BertkitError(f"{path}:{line}: no column {label_column!r}")
-        yield ClassifyExample(texts[0], texts[1] if pair_column else None, label, line)
+        yield ClassifyExample(texts[0], texts[1] if pair_column else None, label, line, row.get("id"))
 
 
 def label_list(examples: list[ClassifyExample]) -> list[str]:
