@@ -120,15 +120,15 @@ class Predictor:
         self.bf16 = backend == "torch" and use_bf16(self.device, fp32)
 
     def stream(self, path: str | os.PathLike) -> Iterator[Any]:
-        """Examples from a .txt file (one text per line) or a file in the task's training format, one at a time."""
+        """Examples from a .txt file (one text per line, blank lines included) or a file in the task's training
+        format, one at a time: one example per input row, so that every row gets its prediction line."""
         if Path(path).suffix.lower() != ".txt":
             yield from self.task.stream(path)
             return
         empty = True
         for number, text in iter_lines(path):
-            if text.strip():
-                empty = False
-                yield self.task.from_text(text, number)
+            empty = empty and not text.strip()
+            yield self.task.from_text(text, number)
         if empty:
             raise BertkitError(f"{path}: the file is empty")
 
@@ -136,8 +136,20 @@ class Predictor:
         return [self.task.from_text(text, number) for number, text in enumerate(texts, start=1)]
 
     def predict(self, examples: list[Any]) -> list[dict]:
+        """One prediction per example, in order, each starting with the example's "id" (its line where it has none).
+
+        An example that cannot be predicted (an empty text) gets the task's empty prediction and an "error" field,
+        e.g. `{"id": 3, "label": null, "score": null, "scores": {}, "error": "empty text"}`, so outputs stay aligned.
+        """
+        problems = [self.task.problem(example) for example in examples]
+        valid = [example for example, problem in zip(examples, problems) if problem is None]
         with torch.inference_mode(), autocast(self.device, self.bf16):
-            return self.task.predict(self.model, self.tokenizer, examples, self.batch_size)
+            predicted = iter(self.task.predict(self.model, self.tokenizer, valid, self.batch_size) if valid else [])
+        return [
+            {"id": self.task.example_id(example),
+             **(next(predicted) if problem is None else {**self.task.empty_prediction, "error": problem})}
+            for example, problem in zip(examples, problems)
+        ]
 
     def predict_stream(self, examples: Iterable[Any], chunk_size: int = CHUNK_SIZE) -> Iterator[dict]:
         """Predictions in input order, holding at most `chunk_size` examples at a time.
@@ -179,7 +191,8 @@ def predict_file(
 
     Memory stays bounded by `chunk_size` whatever the file's size, and each chunk is flushed as it is done, so an
     interrupted run leaves only whole lines (and at most one cut line at the end). `resume` keeps the output's
-    whole lines, drops a cut last line, and predicts the rest. Returns the number of predictions written now.
+    whole lines, drops a cut last line, and predicts the rest. The output is opened only once the first prediction
+    is made, so an error before it leaves no file behind. Returns the number of predictions written now.
     """
     input_path = Path(input_path)
     if resume and output is None:
@@ -198,26 +211,29 @@ def predict_file(
         raise BertkitError(f"{output} has {done} predictions but {input_path} has only {total} examples; "
                            "was it written for another input?")
     examples = itertools.islice(predictor.stream(input_path), done, None)
-    if output is None:
-        return _write_predictions(predictor, examples, sys.stdout, 0, total, chunk_size)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("r+b" if done else "wb") as raw:
-        raw.truncate(keep_bytes)  # a cut last line from an interrupted run goes
-        raw.seek(keep_bytes)
-        with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as out:
-            return _write_predictions(predictor, examples, out, done, total, chunk_size)
-
-
-def _write_predictions(
-    predictor: Predictor, examples: Iterable[Any], out: TextIO, done: int, total: int | None, chunk_size: int
-) -> int:
-    written = 0
     with tqdm(total=total, initial=done, unit="text", desc="predict", dynamic_ncols=True, disable=None) as bar:
-        for prediction in predictor.predict_stream(examples, chunk_size):
-            out.write(json.dumps(prediction, ensure_ascii=False) + "\n")
-            written += 1
-            bar.update(1)
-            if written % chunk_size == 0:  # a chunk is done: its lines reach the disk before the next starts
-                out.flush()
+        predictions = predictor.predict_stream(examples, chunk_size)
+        first = next(predictions, None)  # made before the output is opened: an error here leaves no file
+        if first is None and not done:
+            return 0
+        predictions = itertools.chain([first] if first is not None else [], predictions)
+        if output is None:
+            return _write_predictions(predictions, sys.stdout, bar, chunk_size)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("r+b" if done else "wb") as raw:
+            raw.truncate(keep_bytes)  # a cut last line from an interrupted run goes
+            raw.seek(keep_bytes)
+            with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as out:
+                return _write_predictions(predictions, out, bar, chunk_size)
+
+
+def _write_predictions(predictions: Iterable[dict], out: TextIO, bar: tqdm, chunk_size: int) -> int:
+    written = 0
+    for prediction in predictions:
+        out.write(json.dumps(prediction, ensure_ascii=False) + "\n")
+        written += 1
+        bar.update(1)
+        if written % chunk_size == 0:  # a chunk is done: its lines reach the disk before the next starts
+            out.flush()
     out.flush()
     return written

@@ -31,6 +31,8 @@ class Task(ABC):
     architecture: ClassVar[str]
     main_metric: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {"max_seq_len": 128}
+    # The answer to an input that cannot be predicted (an empty text), with an "error" field added next to these.
+    empty_prediction: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = {**self.defaults, **(settings or {})}
@@ -46,7 +48,16 @@ class Task(ABC):
 
     @abstractmethod
     def from_text(self, text: str, line: int) -> Any:
-        """An unlabelled example from one raw text (a command-line argument or a line of a .txt file)."""
+        """An unlabelled example from one raw text (a command-line argument or a line of a .txt file), even a blank one."""
+
+    def problem(self, example: Any) -> str | None:
+        """Why an example cannot be predicted (it then gets `empty_prediction` with this "error"), or None."""
+        return None
+
+    @staticmethod
+    def example_id(example: Any) -> str | int:
+        """The input's own id where it has one, else its line number, so every prediction joins back to its row."""
+        return example.id if example.id is not None else example.line
 
     def save_plots(self, out_dir: Path, dev_metrics: dict[str, Any]) -> None:
         """Task-specific pictures of the best epoch's dev results."""
@@ -86,6 +97,7 @@ class ClassifyTask(Task):
     architecture = "BertForSequenceClassification"
     main_metric = "accuracy"
     defaults = {"max_seq_len": 128, "text_column": "text", "text_pair_column": None, "label_column": "label", "multi_label": False}
+    empty_prediction = {"label": None, "score": None, "scores": {}}
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[classify.ClassifyExample]:
         return list(self._iter(path, require_labels))
@@ -98,9 +110,10 @@ class ClassifyTask(Task):
         return classify.iter_classify(path, s["text_column"], s["text_pair_column"], s["label_column"], s["multi_label"], require_labels)
 
     def from_text(self, text: str, line: int) -> classify.ClassifyExample:
-        if not text.strip():
-            raise BertkitError(f"line {line}: empty text")
         return classify.ClassifyExample(text, None, None, line)
+
+    def problem(self, example: classify.ClassifyExample) -> str | None:
+        return "empty text" if not example.text.strip() or (example.pair is not None and not example.pair.strip()) else None
 
     def save_plots(self, out_dir: Path, dev_metrics: dict[str, Any]) -> None:
         if "confusion_matrix" in dev_metrics:
@@ -168,6 +181,7 @@ class NerTask(Task):
     architecture = "BertForTokenClassification"
     main_metric = "f1"
     defaults = {"max_seq_len": 128, "stride": 32}
+    empty_prediction = {"entities": [], "tags": []}
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[ner.NerExample]:
         return ner.read_ner(path, require_tags=require_labels)
@@ -176,10 +190,10 @@ class NerTask(Task):
         return ner.iter_ner(path, require_tags=False)
 
     def from_text(self, text: str, line: int) -> ner.NerExample:
-        words, _ = ner.split_words(text)
-        if not words:
-            raise BertkitError(f"line {line}: empty text")
-        return _TextNerExample(words, None, line, text=text)
+        return _TextNerExample(ner.split_words(text)[0], None, line, text=text)
+
+    def problem(self, example: ner.NerExample) -> str | None:
+        return None if example.words else "empty text"
 
     def label_list(self, examples: list[ner.NerExample]) -> list[str]:
         return ner.label_list(examples)

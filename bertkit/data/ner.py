@@ -43,6 +43,7 @@ class NerExample:
     words: list[str]
     tags: list[str] | None  # None when the input has no tags (prediction)
     line: int  # 1-based line where the sentence starts, for error messages
+    id: str | int | None = None  # a JSON line's "id", when it has one; predictions carry it (else the line)
 
 
 @dataclass
@@ -102,14 +103,14 @@ def _jsonl_example(path: Path, line: int, record: dict, require_tags: bool) -> N
     if tags is None:
         if require_tags:
             raise BertkitError(f'{where}: no "tags" field; expected {{"tokens": [...], "tags": [...]}}')
-        return NerExample(tokens, None, line)
+        return NerExample(tokens, None, line, record.get("id"))
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise BertkitError(f'{where}: "tags" must be a list of strings')
     if len(tags) != len(tokens):
         raise BertkitError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
     for i, tag in enumerate(tags):
         _check_tag(tag, f"{where}: token {i + 1}")
-    return NerExample(tokens, tags, line)
+    return NerExample(tokens, tags, line, record.get("id"))
 
 
 def _iter_conll(path: Path, require_tags: bool) -> Iterator[NerExample]:
