@@ -46,7 +46,7 @@ def _finetune(args: argparse.Namespace) -> None:
         seed=args.seed, bf16=not args.no_bf16, patience=args.patience, group_by_length=args.group_by_length,
         save_every=args.save_every, allow_changes=args.allow_changes,
     )
-    history = finetune(task_class(settings), args.train, args.out, args.model, args.dev, config,
+    history = finetune(task_class(settings, encoding=args.encoding), args.train, args.out, args.model, args.dev, config,
                        eval_batch_size=args.eval_batch_size, resume=args.resume, overwrite=args.overwrite)
     if history.best is not None:
         print(f"best dev {task_class.main_metric} {history.best:.4f} at epoch {history.best_epoch}; model in {args.out}",
@@ -82,7 +82,8 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from bertkit.inference import Predictor
 
-    predictor = Predictor(args.model, args.batch_size, fp32=args.fp32, backend=args.backend, onnx_file=args.onnx)
+    predictor = Predictor(args.model, args.batch_size, fp32=args.fp32, backend=args.backend, onnx_file=args.onnx,
+                          encoding=args.encoding)
     print(json.dumps(predictor.evaluate(args.data), ensure_ascii=False))
 
 
@@ -93,13 +94,14 @@ def _predict(args: argparse.Namespace) -> None:
         raise BertkitError("give either --input FILE or texts on the command line")
     if (args.output or args.resume or args.overwrite) and not args.input:
         raise BertkitError("--output, --resume and --overwrite go with --input FILE")
-    predictor = Predictor(args.model, args.batch_size, fp32=args.fp32, backend=args.backend, onnx_file=args.onnx)
+    predictor = Predictor(args.model, args.batch_size, fp32=args.fp32, backend=args.backend, onnx_file=args.onnx,
+                          encoding=args.encoding)
     if args.input:
         written = predict_file(predictor, args.input, args.output, resume=args.resume, overwrite=args.overwrite)
         if args.output:
             print(f"wrote {written} predictions to {args.output}", file=sys.stderr)
         return
-    for prediction in predictor.predict(predictor.from_texts(args.texts)):
+    for prediction in predictor.predict_stream(predictor.from_texts(args.texts)):
         print(json.dumps(prediction, ensure_ascii=False))
 
 
@@ -127,6 +129,16 @@ def add_backend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                         help="onnx: ONNX Runtime on DIR/model.onnx (from `bertkit export onnx`)")
     parser.add_argument("--onnx", default=None, metavar="FILE", help="with --backend onnx: another graph, e.g. the int8 one")
+
+
+def add_read_flags(parser: argparse.ArgumentParser) -> None:
+    """The ReadOptions fields as flags (--encoding)."""
+    from dataclasses import fields
+
+    from bertkit.data.io import ReadOptions
+
+    for option in fields(ReadOptions):
+        parser.add_argument(f"--{option.name.replace('_', '-')}", default=option.default, help=option.metadata["help"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--allow-changes", action="store_true",
                          help="with --resume: continue although data or settings changed (recorded in metrics.json)")
         sub.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+        add_read_flags(sub)
         if name == "classify":
             sub.add_argument("--text-column", default="text")
             sub.add_argument("--text-pair-column", default=None, help="second text of sentence pairs")
@@ -225,10 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--fp32", action="store_true", help="run in fp32 even where the hardware has native bf16")
     add_backend_flags(evaluate)
+    add_read_flags(evaluate)
 
     predict = command(commands, "predict", _predict, "predict with a fine-tuned model (JSON lines, in input order)")
     predict.add_argument("--model", required=True)
-    predict.add_argument("--input", help="a .txt file (one text per line) or a file in the training format")
+    predict.add_argument("--input", help="a .txt file (one text per line) or a file in the training format; every row "
+                         'gets one line, an empty text {"id": ..., <empty fields>, "error": "empty text"}')
     predict.add_argument("texts", nargs="*", metavar="TEXT")
     predict.add_argument("--output", help="write the JSON lines to this file instead of stdout (with a progress bar)")
     predict.add_argument("--resume", action="store_true",
@@ -237,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--fp32", action="store_true", help="run in fp32 even where the hardware has native bf16")
     add_backend_flags(predict)
+    add_read_flags(predict)
 
     serve = command(commands, "serve", _serve, "serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)")
     serve.add_argument("--model", required=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from bertkit.checkpoint import load_config, load_pretrained, resolve_model_dir, save_model
 from bertkit.errors import BertkitError
 from bertkit.tasks import Task
+from bertkit.tokenizer import warn_if_unknown
 from bertkit.trainer import History, Trainer, TrainConfig, set_seed
 
 MODEL_FILES = ("config.json", "model.safetensors")
@@ -41,6 +42,7 @@ def finetune(
         task.check_labels(dev, config, dev_path)
     model, tokenizer, _ = load_pretrained(model_dir, task.architecture, config)
     features = task.features(train, tokenizer, config)
+    warn_if_unknown((feature["input_ids"] for feature in features), tokenizer)
 
     def save(trained, directory: Path) -> None:
         save_model(trained, directory)

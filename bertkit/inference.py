@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bertkit.checkpoint import load_config, load_pretrained, resolve_model_dir
-from bertkit.data.io import iter_lines
+from bertkit.data.io import DEFAULT_ENCODING, iter_lines
 from bertkit.errors import BertkitError
 from bertkit.export import DIGEST_KEY, INPUT_NAMES, ONNX_FILE, open_session, run_session, weights_digest
 from bertkit.heads import Output, QAOutput
@@ -100,9 +100,11 @@ class Predictor:
         fp32: bool = False,
         backend: str = "torch",
         onnx_file: str | os.PathLike | None = None,
+        encoding: str = DEFAULT_ENCODING,
     ) -> None:
         """`backend` "onnx" runs `onnx_file` (default DIR/model.onnx) in ONNX Runtime on the CPU, as exported.
-        The torch backend runs in bf16 where the hardware has it natively, as training does; `fp32` opts out."""
+        The torch backend runs in bf16 where the hardware has it natively, as training does; `fp32` opts out.
+        Input files are read in `encoding`."""
         if backend == "torch":
             if onnx_file is not None:
                 raise BertkitError("--onnx FILE goes with --backend onnx")
@@ -115,6 +117,7 @@ class Predictor:
         self.model.eval()
         self.config = self.model.config
         self.task = task_of(self.config)
+        self.task.encoding = encoding
         self.batch_size = batch_size
         self.device = next(self.model.parameters()).device
         self.bf16 = backend == "torch" and use_bf16(self.device, fp32)
@@ -126,7 +129,7 @@ class Predictor:
             yield from self.task.stream(path)
             return
         empty = True
-        for number, text in iter_lines(path):
+        for number, text in iter_lines(path, encoding=self.task.encoding):
             empty = empty and not text.strip()
             yield self.task.from_text(text, number)
         if empty:
@@ -136,29 +139,28 @@ class Predictor:
         return [self.task.from_text(text, number) for number, text in enumerate(texts, start=1)]
 
     def predict(self, examples: list[Any]) -> list[dict]:
-        """One prediction per example, in order, each starting with the example's "id" (its line where it has none).
+        """One prediction per example, in order.
 
         An example that cannot be predicted (an empty text) gets the task's empty prediction and an "error" field,
-        e.g. `{"id": 3, "label": null, "score": null, "scores": {}, "error": "empty text"}`, so outputs stay aligned.
+        e.g. `{"label": null, "score": null, "scores": {}, "error": "empty text"}`, so outputs stay aligned.
         """
         problems = [self.task.problem(example) for example in examples]
         valid = [example for example, problem in zip(examples, problems) if problem is None]
         with torch.inference_mode(), autocast(self.device, self.bf16):
             predicted = iter(self.task.predict(self.model, self.tokenizer, valid, self.batch_size) if valid else [])
-        return [
-            {"id": self.task.example_id(example),
-             **(next(predicted) if problem is None else {**self.task.empty_prediction, "error": problem})}
-            for example, problem in zip(examples, problems)
-        ]
+        return [next(predicted) if problem is None else {**self.task.empty_prediction, "error": problem}
+                for problem in problems]
 
     def predict_stream(self, examples: Iterable[Any], chunk_size: int = CHUNK_SIZE) -> Iterator[dict]:
-        """Predictions in input order, holding at most `chunk_size` examples at a time.
+        """`predict` lines: each prediction led by its example's "id" (its line number where it has none), in
+        input order, holding at most `chunk_size` examples at a time.
 
         Each chunk is batched by length inside, as `predict` does; a chunk spans many batches so the sorting pays.
         """
         examples = iter(examples)
         while chunk := list(itertools.islice(examples, chunk_size)):
-            yield from self.predict(chunk)
+            for example, prediction in zip(chunk, self.predict(chunk)):
+                yield {"id": self.task.example_id(example), **prediction}
 
     def evaluate(self, path: str | os.PathLike) -> dict[str, Any]:
         examples = self.task.read(path)

@@ -20,6 +20,7 @@ import torch
 from bertkit import metrics
 from bertkit.batching import Feature, forward_in_batches
 from bertkit.data import classify, ner, qa
+from bertkit.data.io import DEFAULT_ENCODING
 from bertkit.errors import BertkitError
 from bertkit.config import BertConfig
 from bertkit.plots import plot_confusion_matrix
@@ -34,8 +35,9 @@ class Task(ABC):
     # The answer to an input that cannot be predicted (an empty text), with an "error" field added next to these.
     empty_prediction: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None, encoding: str = DEFAULT_ENCODING) -> None:
         self.settings = {**self.defaults, **(settings or {})}
+        self.encoding = encoding  # of the files this run reads; not a model setting, so not saved with it
 
     @abstractmethod
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[Any]:
@@ -107,7 +109,8 @@ class ClassifyTask(Task):
 
     def _iter(self, path: str | os.PathLike, require_labels: bool) -> Iterator[classify.ClassifyExample]:
         s = self.settings
-        return classify.iter_classify(path, s["text_column"], s["text_pair_column"], s["label_column"], s["multi_label"], require_labels)
+        return classify.iter_classify(path, s["text_column"], s["text_pair_column"], s["label_column"], s["multi_label"],
+                                      require_labels, self.encoding)
 
     def from_text(self, text: str, line: int) -> classify.ClassifyExample:
         return classify.ClassifyExample(text, None, None, line)
@@ -184,10 +187,10 @@ class NerTask(Task):
     empty_prediction = {"entities": [], "tags": []}
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[ner.NerExample]:
-        return ner.read_ner(path, require_tags=require_labels)
+        return ner.read_ner(path, require_tags=require_labels, encoding=self.encoding)
 
     def stream(self, path: str | os.PathLike) -> Iterator[ner.NerExample]:
-        return ner.iter_ner(path, require_tags=False)
+        return ner.iter_ner(path, require_tags=False, encoding=self.encoding)
 
     def from_text(self, text: str, line: int) -> ner.NerExample:
         return _TextNerExample(ner.split_words(text)[0], None, line, text=text)
@@ -253,14 +256,14 @@ class QATask(Task):
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[qa.QAExample]:
         if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
-            return qa.read_qa_jsonl(path)
-        examples, version_2 = qa.read_squad(path, require_answers=require_labels)
+            return qa.read_qa_jsonl(path, self.encoding)
+        examples, version_2 = qa.read_squad(path, require_answers=require_labels, encoding=self.encoding)
         self.settings["version_2"] = self.settings["version_2"] or version_2
         return examples
 
     def stream(self, path: str | os.PathLike) -> Iterator[qa.QAExample]:
         if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
-            return qa.iter_qa_jsonl(path)
+            return qa.iter_qa_jsonl(path, self.encoding)
         return super().stream(path)
 
     def from_text(self, text: str, line: int) -> qa.QAExample:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bertkit.batching import Feature
 from bertkit.data.io import DEFAULT_ENCODING, iter_records
@@ -19,7 +19,7 @@ class ClassifyExample:
     pair: str | None
     label: str | list[str] | None  # a list for multi-label; None when predicting
     line: int
-    id: str | int | None = None  # the row's "id" column, when it has one; predictions carry it (else the line)
+    id: str | int | None = field(default=None, compare=False)  # the row's "id" column; predictions carry it
 
 
 def _parse_multi_label(value: object) -> list[str]:

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ _PROGRESS_STEP = 1 << 20  # bytes between progress-bar updates, so a huge corpus
 
 
 DEFAULT_ENCODING = "utf-8"
+
+
+@dataclass
+class ReadOptions:
+    """How the task's input files are read (finetune, evaluate, predict)."""
+
+    encoding: str = field(default=DEFAULT_ENCODING, metadata={
+        "help": "text encoding of the input files, e.g. gb18030 for GBK/GB18030 files written by Chinese tools"})
 
 
 def _decode_error(path: Path, line: int, byte: int, encoding: str) -> BertkitError:
