@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bertkit.efficient import ADAPTER_KEY, load_adapted
 from bertkit.errors import BertkitError
 from bertkit.heads import ARCHITECTURES
 from bertkit.config import BertConfig
@@ -257,6 +258,8 @@ def load_model(
     """
     model_dir = resolve_model_dir(name_or_path)
     config = config or load_config(model_dir)
+    if ADAPTER_KEY in config.extra:  # an adapter directory: its base model, then the adapter and head
+        return load_adapted(model_dir, config), LoadReport()
     architecture = architecture or (config.architectures or ["BertModel"])[0]
     if architecture not in ARCHITECTURES:
         raise BertkitError(f"architecture {architecture!r} is not supported (choose from {', '.join(ARCHITECTURES)})")
@@ -275,16 +278,21 @@ def save_model(model: nn.Module, out_dir: str | os.PathLike) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(model.config, architectures=[type(model).__name__])
     prefix = "" if isinstance(model, BertModel) else "bert."
-    state = ours_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()}, prefix)
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".tmp", delete=False) as tmp:
+    save_safetensors(ours_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()}, prefix),
+                     out / "model.safetensors")
+    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def save_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a safetensors file under a temporary name and rename it, so it is never seen half-written."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
         save_file(state, str(tmp_path), metadata={"format": "pt"})
         tmp_path.chmod(0o644)  # temporary files are private; a model directory is meant to be shared
-        os.replace(tmp_path, out / "model.safetensors")
+        os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -7,6 +7,7 @@ no traceback reaches the user for bad input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from bertkit.errors import BertkitError
 from bertkit.demo import StoryConfig
 from bertkit.config import MODEL_SIZES
+from bertkit.efficient import EfficientOptions
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
@@ -34,6 +36,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> None:
+    from bertkit.efficient import preparer
     from bertkit.finetune import finetune
     from bertkit.tasks import TASKS
     from bertkit.trainer import TrainConfig
@@ -45,8 +48,10 @@ def _finetune(args: argparse.Namespace) -> None:
         warmup_ratio=args.warmup_ratio, max_grad_norm=args.max_grad_norm, grad_accum=args.grad_accum,
         seed=args.seed, bf16=not args.no_bf16, patience=args.patience, group_by_length=args.group_by_length,
     )
+    efficient = EfficientOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EfficientOptions)})
     history = finetune(task_class(settings), args.train, args.out, args.model, args.dev, config,
-                       eval_batch_size=args.eval_batch_size, resume=args.resume, overwrite=args.overwrite)
+                       eval_batch_size=args.eval_batch_size, resume=args.resume, overwrite=args.overwrite,
+                       prepare_model=preparer(efficient))
     if history.best is not None:
         print(f"best dev {task_class.main_metric} {history.best:.4f} at epoch {history.best_epoch}; model in {args.out}",
               file=sys.stderr)
@@ -112,6 +117,20 @@ def _export_onnx(args: argparse.Namespace) -> None:
           f"outputs {', '.join(result.outputs)}; {check})", file=sys.stderr)
 
 
+def _merge(args: argparse.Namespace) -> None:
+    from bertkit.efficient import merge
+
+    print(f"merged the adapter of {args.model} into a plain model in {merge(args.model, args.out)}", file=sys.stderr)
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, options: type) -> None:
+    """One flag per field of an options dataclass, its help and choices from the field's metadata."""
+    for f in dataclasses.fields(options):
+        kind = type(f.default) if f.default is not None else str
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                            choices=f.metadata.get("choices"), help=f.metadata.get("help"))
+
+
 def _serve(args: argparse.Namespace) -> None:
     from bertkit.server import ServerLimits, serve
 
@@ -174,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="batch examples of similar length (faster; default: random batches)")
         sub.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
         sub.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+        add_dataclass_flags(sub, EfficientOptions)
         if name == "classify":
             sub.add_argument("--text-column", default="text")
             sub.add_argument("--text-pair-column", default=None, help="second text of sentence pairs")
@@ -249,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--out", help="the .onnx file to write (default: DIR/model.onnx, where --backend onnx looks)")
     onnx.add_argument("--quantize", choices=["int8"], help="write the int8 graph (dynamically quantized weights) instead of the fp32 one")
     onnx.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+
+    merge = command(commands, "merge", _merge,
+                    "fold a LoRA adapter directory into a plain model directory (transformers loads it)")
+    merge.add_argument("--model", required=True, help="the adapter directory (from finetune --peft lora)")
+    merge.add_argument("--out", required=True, help="the new model directory")
 
     demo = command(commands, "demo", _demo, "pre-train a small Chinese BERT, fine-tune it, and compare with no pre-training")
     demo.add_argument("--out", default=None, help="output directory (default: runs/story, or runs/demo with --encoder)")

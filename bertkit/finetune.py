@@ -7,9 +7,13 @@ file never leaves a half-made model directory behind.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from bertkit.checkpoint import load_config, load_pretrained, resolve_model_dir, save_model
+from torch import nn
+
+from bertkit.checkpoint import load_config, load_pretrained, resolve_model_dir
+from bertkit.efficient import save_trained
 from bertkit.errors import BertkitError
 from bertkit.tasks import Task
 from bertkit.trainer import History, Trainer, TrainConfig, set_seed
@@ -27,7 +31,10 @@ def finetune(
     eval_batch_size: int = 64,
     resume: bool = False,
     overwrite: bool = False,
+    prepare_model: Callable[[nn.Module], nn.Module] | None = None,
 ) -> History:
+    """`prepare_model(model) -> model` runs on the loaded pre-trained model before the optimizer is built:
+    freezing and adapters (bertkit.efficient) plug in there."""
     out = Path(out_dir)
     if not resume and not overwrite and any((out / name).exists() for name in MODEL_FILES):
         raise BertkitError(f"{out} already holds a model; pass --overwrite to replace it, or --resume to continue")
@@ -40,10 +47,12 @@ def finetune(
     if dev is not None:
         task.check_labels(dev, config, dev_path)
     model, tokenizer, _ = load_pretrained(model_dir, task.architecture, config)
+    if prepare_model is not None:
+        model = prepare_model(model)
     features = task.features(train, tokenizer, config)
 
     def save(trained, directory: Path) -> None:
-        save_model(trained, directory)
+        save_trained(trained, directory, model_dir)
         tokenizer.save_pretrained(directory)
 
     def evaluate(trained) -> dict:
