@@ -200,7 +200,7 @@ def bottleneck_adapters(model: nn.Module, size: int = 64) -> nn.Module:
 def trainable_summary(model: nn.Module) -> str:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    return f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)"
+    return f"training {trainable:,} of {total:,} parameters ({100 * trainable / total:.3g}%)"
 
 
 def prepare(model: nn.Module, options: EfficientOptions) -> nn.Module:

@@ -93,7 +93,7 @@ def test_options_bad_input():
 def test_prepare_prints_the_trainable_share(tiny_model_dir, capsys):
     model = prepare(classifier(tiny_model_dir), EfficientOptions(freeze="encoder"))
     total = sum(p.numel() for p in model.parameters())
-    assert capsys.readouterr().err == f"training 66 of {total:,} parameters ({100 * 66 / total:.2f}%)\n"
+    assert capsys.readouterr().err == f"training 66 of {total:,} parameters ({100 * 66 / total:.3g}%)\n"
 
 
 def _logits(model_dir: Path, texts: list[str]) -> torch.Tensor:
