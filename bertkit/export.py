@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertkit.checkpoint import load_model, resolve_model_dir
+from bertkit.checkpoint import load_config, load_model, resolve_model_dir
+from bertkit.efficient import ADAPTER_KEY
 from bertkit.errors import BertkitError
 from bertkit.config import BertConfig
 from bertkit.model import BertModel, EncoderOutput
@@ -202,6 +203,8 @@ def export_onnx(
     directory = resolve_model_dir(model_dir)
     out_path = Path(out) if out is not None else directory / ONNX_FILE
     _check_out(out_path)
+    if ADAPTER_KEY in load_config(directory).extra:
+        raise BertkitError(f"{directory} is an adapter directory; export the plain model that `bertkit merge` makes of it")
     model, _ = load_model(directory)
     config = model.config
     model = _padded(model.eval())

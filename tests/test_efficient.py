@@ -128,6 +128,9 @@ def test_adapter_directory_round_trip_merge_and_transformers(method, tiny_model_
     predictions = Predictor(out).predict(Predictor(out).from_texts(TEXTS))
     assert [p["score"] for p in predictions] == pytest.approx(adapted.softmax(-1).max(-1).values.tolist(), abs=1e-6)
 
+    code, _, err = run_cli(["export", "onnx", "--model", str(out)], capsys)
+    assert code == 2 and "is an adapter directory" in err
+
     merged = tmp_path / "merged"
     if method == "adapter":
         code, _, err = run_cli(["merge", "--model", str(out), "--out", str(merged)], capsys)
