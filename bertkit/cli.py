@@ -101,6 +101,56 @@ def _predict(args: argparse.Namespace) -> None:
         print(json.dumps(prediction, ensure_ascii=False))
 
 
+def _layers(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers such as -1,-2; got {value!r}") from None
+
+
+def _add_embedding_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--pooling", choices=["mean", "cls", "max"], default="mean", help="mean and max read real tokens only")
+    parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True, help="L2-normalise each embedding")
+    parser.add_argument("--layers", type=_layers, default=(-1,), help="layers to average, written --layers=-1,-2 (0: the embeddings; default: the last)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-seq-len", type=int, default=None, help="truncate texts to this many tokens (default: the model's)")
+    parser.add_argument("--text-column", default="text", help="text column of a CSV/TSV/JSONL input")
+
+
+def _encode_file(args: argparse.Namespace, path: str) -> tuple[list[int], list[str], object]:
+    from bertkit.embed import encode, load_encoder, read_texts
+
+    encoder, tokenizer, _ = load_encoder(args.model)
+    ids, texts = read_texts(path, args.text_column)
+    vectors = encode(encoder, tokenizer, texts, args.pooling, args.normalize, args.layers, args.batch_size, args.max_seq_len)
+    return ids, texts, (encoder, tokenizer, vectors)
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from bertkit.embed import write_embeddings
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:  # before the model runs, not after
+        raise BertkitError(f"{output} already exists; pass --overwrite to replace it")
+    ids, _, (_, _, vectors) = _encode_file(args, args.input)
+    write_embeddings(output, ids, vectors, overwrite=args.overwrite)
+    print(f"wrote {len(ids)} embeddings of size {vectors.shape[1]} to {output}", file=sys.stderr)
+
+
+def _similar(args: argparse.Namespace) -> None:
+    from bertkit.embed import cosine_top_k, encode
+
+    if args.top < 1:
+        raise BertkitError(f"--top must be at least 1; got {args.top}")
+    ids, texts, (encoder, tokenizer, vectors) = _encode_file(args, args.corpus)
+    query = encode(encoder, tokenizer, [args.query], args.pooling, args.normalize, args.layers, 1, args.max_seq_len)[0]
+    for index, score in cosine_top_k(query, vectors, args.top):
+        print(json.dumps({"id": ids[index], "text": texts[index], "score": score}, ensure_ascii=False))
+
+
 def _export_onnx(args: argparse.Namespace) -> None:
     from bertkit.export import export_onnx
 
@@ -239,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-chars", type=int, default=10_000, help="characters per text; longer is refused (413)")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     add_backend_flags(serve)
+
+    embed = command(commands, "embed", _embed, "sentence embeddings of a file's texts (.npy rows or JSON lines, input order)")
+    embed.add_argument("--input", required=True, help="a .txt file (one text per line) or a CSV/TSV/JSONL file")
+    embed.add_argument("--output", required=True, help="F.npy or F.jsonl ({\"id\", \"embedding\"} per line)")
+    embed.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    _add_embedding_flags(embed)
+
+    similar = command(commands, "similar", _similar, "rank a corpus by cosine similarity to a query (JSON lines, best first)")
+    similar.add_argument("--corpus", required=True, help="a .txt file (one text per line) or a CSV/TSV/JSONL file")
+    similar.add_argument("query", help="the text to compare with")
+    similar.add_argument("--top", type=int, default=10, help="how many results")
+    _add_embedding_flags(similar)
 
     export = commands.add_parser("export", help="export a model for other runtimes").add_subparsers(
         dest="export_format", required=True, metavar="FORMAT"
