@@ -54,6 +54,24 @@ def _finetune(args: argparse.Namespace) -> None:
         print(f"model in {args.out}", file=sys.stderr)
 
 
+def _setfit(args: argparse.Namespace) -> None:
+    from bertkit.setfit import SetFitConfig, train_setfit
+
+    config = SetFitConfig(num_pairs=args.num_pairs, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          k=args.k, max_seq_len=args.max_seq_len, head_c=args.head_c, seed=args.seed)
+    settings = {"text_column": args.text_column, "label_column": args.label_column, "max_seq_len": args.max_seq_len}
+    result = train_setfit(args.train, args.out, args.model, args.dev, config, settings, overwrite=args.overwrite)
+    dev = f"; dev accuracy {result['dev']['accuracy']:.4f}" if "dev" in result else ""
+    print(f"SetFit on {result['examples']} examples, {result['pairs']} pairs{dev}; model in {args.out}", file=sys.stderr)
+
+
+def _zeroshot(args: argparse.Namespace) -> None:
+    from bertkit.setfit import zeroshot_classifier
+
+    zeroshot_classifier(args.labels, args.model, args.temperature, args.out, overwrite=args.overwrite)
+    print(f"zero-shot classifier in {args.out}; run `bertkit predict --model {args.out}`", file=sys.stderr)
+
+
 def _pretrain(args: argparse.Namespace) -> None:
     from bertkit.dist import is_main
     from bertkit.pretrain import PretrainSettings, pretrain
@@ -236,6 +254,32 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--max-query-len", type=int, default=64)
             sub.add_argument("--max-answer-len", type=int, default=30, help="longest answer, in tokens")
             sub.add_argument("--null-threshold", type=float, default=0.0, help="SQuAD 2.0: margin for answering nothing")
+
+    setfit = command(finetune, "setfit", _setfit,
+                     "few-shot: contrastive pairs, then a logistic-regression head on the embeddings (same files as classify)")
+    setfit.add_argument("--train", required=True, help="training file (CSV/TSV/JSONL, as for classify)")
+    setfit.add_argument("--dev", help="dev file, scored once at the end")
+    setfit.add_argument("--out", required=True, help="output model directory (a classifier that predicts, serves and exports)")
+    setfit.add_argument("--model", help="sentence encoder or any bertkit checkpoint (default: the packaged all-MiniLM-L6-v2)")
+    setfit.add_argument("--k", type=int, default=None, help="keep K random examples per class (default: all)")
+    setfit.add_argument("--num-pairs", type=int, default=640, help="contrastive pairs in all, half positive, whatever the class count")
+    setfit.add_argument("--epochs", type=int, default=1, help="passes over the pairs")
+    setfit.add_argument("--batch-size", type=int, default=16, help="pairs per step")
+    setfit.add_argument("--lr", type=float, default=2e-5)
+    setfit.add_argument("--max-seq-len", type=int, default=128)
+    setfit.add_argument("--head-c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    setfit.add_argument("--seed", type=int, default=42)
+    setfit.add_argument("--text-column", default="text")
+    setfit.add_argument("--label-column", default="label")
+    setfit.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+
+    zeroshot = command(finetune, "zeroshot", _zeroshot,
+                       "no training: a classifier by cosine similarity of the text to each label's description")
+    zeroshot.add_argument("--labels", required=True, help='a JSON file {"label": "description", ...}')
+    zeroshot.add_argument("--out", required=True, help="output model directory")
+    zeroshot.add_argument("--model", help="sentence encoder (default: the packaged all-MiniLM-L6-v2)")
+    zeroshot.add_argument("--temperature", type=float, default=0.05, help="scores = softmax(cosine / temperature)")
+    zeroshot.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
 
     pre = command(commands, "pretrain", _pretrain, "pre-train BERT (masked LM + next-sentence prediction) on raw text")
     pre.add_argument("--corpus", nargs="+", required=True, metavar="FILE",

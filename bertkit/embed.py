@@ -19,6 +19,7 @@ from torch import nn
 from bertkit.batching import collate, inference_batches
 from bertkit.checkpoint import load_pretrained
 from bertkit.errors import BertkitError
+from bertkit.heads import pool
 from bertkit.model import BertModel
 from bertkit.tokenizer import BertTokenizer
 
@@ -35,17 +36,6 @@ def check_pooling(pooling: str, layers: Sequence[int], num_layers: int) -> None:
             raise BertkitError(
                 f"layer {layer} does not exist: the model has {num_layers} layers (0 is the embeddings, -1 the last)"
             )
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
-    """(batch, seq, hidden) token vectors -> (batch, hidden), reading real tokens only."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    real = attention_mask.bool()[..., None]  # (batch, seq, 1)
-    if pooling == "max":
-        return hidden.masked_fill(~real, torch.finfo(hidden.dtype).min).amax(dim=1)
-    total = (hidden * real).sum(dim=1)
-    return total / real.sum(dim=1).clamp(min=1)
 
 
 def encoder_of(model: nn.Module) -> BertModel:

@@ -17,6 +17,13 @@ from bertkit.trainer import History, Trainer, TrainConfig, set_seed
 MODEL_FILES = ("config.json", "model.safetensors")
 
 
+def refuse_existing_model(out: Path, overwrite: bool, resume: bool | None = None) -> None:
+    """A model already in `out` is replaced only on request; `resume` None: the command cannot resume."""
+    if not resume and not overwrite and any((out / name).exists() for name in MODEL_FILES):
+        hint = "" if resume is None else ", or --resume to continue"
+        raise BertkitError(f"{out} already holds a model; pass --overwrite to replace it{hint}")
+
+
 def finetune(
     task: Task,
     train_path: str | os.PathLike,
@@ -29,8 +36,7 @@ def finetune(
     overwrite: bool = False,
 ) -> History:
     out = Path(out_dir)
-    if not resume and not overwrite and any((out / name).exists() for name in MODEL_FILES):
-        raise BertkitError(f"{out} already holds a model; pass --overwrite to replace it, or --resume to continue")
+    refuse_existing_model(out, overwrite, resume)
     train = task.read(train_path)
     dev = task.read(dev_path) if dev_path else None
     train_config = train_config or TrainConfig()
