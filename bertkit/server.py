@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import uvicorn
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bertkit.data.classify import ClassifyExample
 from bertkit.data.qa import QAExample
+from bertkit.embed import encode
 from bertkit.errors import BertkitError
 from bertkit.inference import Predictor
 
@@ -87,6 +88,18 @@ class PredictRequest(BaseModel):
 
 class PredictResponse(BaseModel):
     predictions: list[dict[str, Any]] = Field(description="one per text or item, in request order, as `bertkit predict` writes them")
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(min_length=1, description="the texts to embed")
+    pooling: Literal["mean", "cls", "max"] = Field("mean", description="mean and max read real tokens only")
+    normalize: bool = Field(True, description="L2-normalise each embedding")
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]] = Field(description="one per text, in request order, from the served model's encoder")
 
 
 class HealthResponse(BaseModel):
@@ -308,6 +321,20 @@ def create_app(predictor: Predictor, limits: ServerLimits | None = None) -> Fast
         """Predictions for the model's own task, one per text or item, each as a `bertkit predict` line."""
         examples, pairs = _examples(predictor, request, limits)
         return {"predictions": await state["batcher"].predict(examples, pairs)}
+
+    @app.post("/v1/embed", response_model=EmbedResponse,
+              responses={413: {"description": "too many texts, or a text too long"},
+                         422: {"description": "an empty text, or a backend without the encoder's vectors"}})
+    async def embed(request: EmbedRequest) -> dict[str, Any]:
+        """Sentence embeddings from the served model's encoder, as `bertkit embed` computes them."""
+        if health.backend != "torch":
+            raise HTTPException(422, "embeddings need the torch backend; the ONNX graph returns the task's outputs only")
+        _check_count(len(request.texts), "texts", limits)
+        for index, text in enumerate(request.texts):
+            _check_length("texts", index, text, limits)
+        vectors = await asyncio.to_thread(encode, predictor.model, predictor.tokenizer, request.texts,
+                                          request.pooling, request.normalize, (-1,), limits.max_batch_size)
+        return {"embeddings": vectors.tolist()}
 
     return app
 
