@@ -13,7 +13,6 @@ one ONNX graph like any classifier, with the same JSON; and its encoder is the e
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -34,7 +33,7 @@ from bertkit.errors import BertkitError
 from bertkit.finetune import refuse_existing_model
 from bertkit.heads import BertForSequenceClassification
 from bertkit.tasks import ClassifyTask
-from bertkit.tokenizer import BertTokenizer
+from bertkit.tokenizer import BertTokenizer, read_json_object
 from bertkit.trainer import set_seed
 
 
@@ -215,15 +214,7 @@ def train_setfit(
 
 def read_label_descriptions(source: dict[str, str] | str | os.PathLike) -> dict[str, str]:
     """Label -> description, from a dict or a JSON file holding one object of strings."""
-    data: Any = source
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BertkitError(f"{path}: no such file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BertkitError(f"{path}: not valid JSON ({exc})") from None
+    data: Any = read_json_object(Path(source)) if isinstance(source, (str, os.PathLike)) else source
     if not isinstance(data, dict) or len(data) < 2:
         raise BertkitError("labels must map at least two labels to their descriptions, e.g. {\"pos\": \"a great movie\"}")
     for label, description in data.items():

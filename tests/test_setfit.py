@@ -143,3 +143,10 @@ def test_zeroshot_scores_are_softmaxed_cosines_to_the_descriptions(tiny_model_di
 def test_zeroshot_label_errors(tiny_model_dir, labels, message):
     with pytest.raises(BertkitError, match=message):
         zeroshot_classifier(labels, str(tiny_model_dir))
+
+
+def test_zeroshot_labels_file_that_is_not_json(tiny_model_dir, tmp_path):
+    path = tmp_path / "labels.json"
+    path.write_text("pos: good", encoding="utf-8")
+    with pytest.raises(BertkitError, match="cannot read .*labels.json"):
+        zeroshot_classifier(path, str(tiny_model_dir))
