@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from bertkit.data.pretrain import Instance, Shards, create_instances
-from bertkit.datasets import chinese_reviews, package_file, peoples_daily_ner, peoples_daily_sentences  # noqa: F401 (re-exported)
+from bertkit.datasets import chinese_reviews, package_file, peoples_daily_ner, peoples_daily_sentences, polarity_reviews  # noqa: F401 (re-exported)
 from bertkit.tokenizer import BertTokenizer, train_tokenizer
 
 
@@ -114,17 +114,6 @@ def encoder_forward_flops(hidden: int, layers: int, lengths: list[int], vocab_si
         needed = [4 * n * hidden**2 + w * (20 * hidden**2 + 4 * n * hidden) for n, w in zip(lengths, last_layer_outputs)]
         total += sum(needed) - sum(per_layer)
     return total
-
-
-def polarity_reviews() -> list[tuple[str, str]]:
-    """(text, "pos"/"neg") for the 200 labelled one-line reviews, in a fixed shuffle."""
-    path = package_file("gensim", "gensim/test/test_data/pang_lee_polarity.cor")
-    rows = []
-    for line in path.read_text(encoding="cp1252").splitlines():
-        if line.strip():
-            label, text = line.split(" ", 1)
-            rows.append((text.strip(), label.removeprefix("__label__")))
-    return interleave(rows)
 
 
 def polarity_classifier(out: Path, epochs: int = 3, lr: float = 2e-4) -> tuple[Path, list[tuple[str, str]]]:

