@@ -82,8 +82,12 @@ class MetricsWriter(Callback):
         from bertkit.plots import plot_training_curve
 
         history = trainer.history
+        parameters = list(trainer.model.parameters())
         summary = {
             "main_metric": trainer.main_metric,
+            # What this run trained: all of it, or what freezing or an adapter left trainable.
+            "trainable_params": sum(p.numel() for p in parameters if p.requires_grad),
+            "total_params": sum(p.numel() for p in parameters),
             "best": history.best,
             "best_epoch": history.best_epoch,
             "bf16": trainer.use_bf16,

@@ -281,12 +281,13 @@ class Trainer:
         total_loss, counted = 0.0, 0
         bar = tqdm(total=len(batches), initial=self.batches_done, desc=f"epoch {self.epoch + 1}/{self.epochs}",
                    unit="batch", dynamic_ncols=True, disable=None if self.is_main else True)
-        tokens, started = 0, time.perf_counter()
+        tokens, step_tokens, started = 0, 0, time.perf_counter()
         for index in range(self.batches_done, len(batches)):
             seed = ((self.config.seed * 1_000_003 + self.epoch) * 1_000_003 + index) * self.world + self.rank
             batch = self.collate_fn([self.features[i] for i in batches[index]], seed)
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            tokens += int(batch["attention_mask"].sum())
+            batch_tokens = int(batch["attention_mask"].sum())
+            tokens, step_tokens = tokens + batch_tokens, step_tokens + batch_tokens
             # The last accumulation group of an epoch may be short: scale by its real size.
             group = min(accum, len(batches) - (index - index % accum))
             last_micro_step = (index + 1) % accum == 0 or index + 1 == len(batches)
@@ -303,7 +304,10 @@ class Trainer:
             total_loss, counted = total_loss + loss.item(), counted + 1
             if last_micro_step:
                 self._step()
-                self.history.steps.append({"step": self.global_step, "loss": loss.item(), **logs})
+                # Real (non-padding) tokens this process has seen since the run began, resumed runs included.
+                seen = (self.history.steps[-1].get("tokens", 0) if self.history.steps else 0) + step_tokens
+                self.history.steps.append({"step": self.global_step, "loss": loss.item(), "tokens": seen, **logs})
+                step_tokens = 0
                 for callback in self.callbacks:
                     callback.on_step_end(self, self.history.steps[-1])
                 shown = {"loss": f"{loss.item():.4f}", **{k: f"{v:.4g}" for k, v in logs.items()}}
