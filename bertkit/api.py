@@ -104,18 +104,22 @@ def finetune(
     `model`: a directory, a hub id, or a bertkit model (a FineTuned, or a module with `tokenizer=`);
     default the packaged all-MiniLM-L6-v2. `prepare_model(model) -> model` runs before the optimizer is
     built (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's loss.
-    `options`: every flag of `bertkit finetune TASK` (epochs=3, lr=5e-5, max_seq_len=128, ...).
+    `options`: every flag of `bertkit finetune TASK` (epochs=3, lr=5e-5, max_seq_len=128, ...), among them
+    what trains: freeze="encoder" or N, peft="lora" | "bitfit" | "adapter" (with lora_rank, lora_alpha,
+    lora_dropout, lora_targets, adapter_size); these run before `prepare_model`.
     """
+    from bertkit.efficient import EfficientOptions, preparer
     from bertkit.finetuning import FinetuneOptions
     from bertkit.finetuning import finetune as run
     from bertkit.tasks import get_task
     from bertkit.trainer import TrainConfig
 
     task_class = get_task(task)
-    task_options, train_options, extra = split_keywords(
-        options, task_class.Options, TrainConfig, FinetuneOptions, what=f"finetune {task}"
+    task_options, train_options, extra, efficient = split_keywords(
+        options, task_class.Options, TrainConfig, FinetuneOptions, EfficientOptions, what=f"finetune {task}"
     )
     settings = FinetuneOptions(**extra)
+    prepare_model = preparer(EfficientOptions(**efficient), then=prepare_model)
     history = run(task_class(task_options), train, out, model, dev, TrainConfig(**train_options),
                   settings.eval_batch_size, settings.resume, settings.overwrite, prepare_model=prepare_model,
                   loss_fn=loss_fn, tokenizer=tokenizer)

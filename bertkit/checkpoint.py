@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bertkit.efficient import is_adapter_dir, load_adapted
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path, atomic_write_text, remove_debris
 from bertkit.heads import ARCHITECTURES
@@ -275,6 +276,8 @@ def load_model(
     """
     model_dir = resolve_model_dir(name_or_path)
     config = config or load_config(model_dir)
+    if is_adapter_dir(config):  # an adapter directory: its base model, then the adapter and head
+        return load_adapted(model_dir, config), LoadReport()
     architecture = architecture or (config.architectures or ["BertModel"])[0]
     if architecture not in ARCHITECTURES:
         raise BertkitError(f"architecture {architecture!r} is not supported (choose from {', '.join(ARCHITECTURES)})")

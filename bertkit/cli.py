@@ -60,6 +60,7 @@ def _finetune_commands() -> dict[str, Command]:
 
 def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
     def flags(parser: argparse.ArgumentParser) -> None:
+        from bertkit.efficient import EfficientOptions
         from bertkit.finetuning import FinetuneOptions
         from bertkit.trainer import TrainConfig
 
@@ -70,6 +71,7 @@ def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
         add_options(parser, task.Options)
         add_options(parser, TrainConfig)
         add_options(parser, FinetuneOptions)
+        add_options(parser, EfficientOptions)
         parser.set_defaults(task_name=task.name)
 
     return flags
@@ -77,12 +79,13 @@ def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
 
 def _finetune(args: argparse.Namespace) -> None:
     from bertkit import api
+    from bertkit.efficient import EfficientOptions
     from bertkit.finetuning import FinetuneOptions
     from bertkit.tasks import TASKS
     from bertkit.trainer import TrainConfig
 
     task = TASKS[args.task_name]
-    options = _option_values(args, task.Options, TrainConfig, FinetuneOptions)
+    options = _option_values(args, task.Options, TrainConfig, FinetuneOptions, EfficientOptions)
     result = api.finetune(task.name, train=args.train, dev=args.dev, out=args.out, model=args.model, **options)
     history = result.history
     if history.best is not None:
@@ -180,15 +183,18 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-chars", type=int, default=10_000, help="characters per text; longer is refused (413)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     _inference_flags(parser, only=("fp32", "backend", "onnx"))
+    parser.add_argument("--adapter", action="append", metavar="NAME=DIR",
+                        help="also serve this adapter directory (finetune --peft) on --model's weights, at "
+                             "POST /v1/adapters/NAME/predict; repeat for more")
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from bertkit.server import ServerLimits, serve
+    from bertkit.server import ServerLimits, parse_adapters, serve
 
     limits = ServerLimits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                           max_texts=args.max_texts, max_chars=args.max_chars)
     serve(args.model, args.host, args.port, limits, threads=args.threads, backend=args.backend, onnx_file=args.onnx,
-          fp32=args.fp32)
+          fp32=args.fp32, adapters=parse_adapters(args.adapter))
 
 
 # --- export onnx -------------------------------------------------------------------------------------------
@@ -208,6 +214,21 @@ def _export_onnx(args: argparse.Namespace) -> None:
         check += f" (int8: {result.int8_max_abs_diff:.1e})"
     print(f"wrote {result.path} ({result.quantize or 'fp32'}, {result.size_bytes / 2**20:.1f} MiB, "
           f"outputs {', '.join(result.outputs)}; {check})", file=sys.stderr)
+
+
+# --- merge ------------------------------------------------------------------------------------------------
+
+def _merge_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.efficient import MergeOptions
+
+    add_options(parser, MergeOptions)
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from bertkit.efficient import MergeOptions, merge
+
+    out = merge(**vars(build(MergeOptions, args)))
+    print(f"merged the adapter of {args.model_dir} into a plain model in {out}", file=sys.stderr)
 
 
 # --- demo --------------------------------------------------------------------------------------------------
@@ -245,6 +266,8 @@ COMMANDS: dict[str, Command] = {
         "onnx": Command("export a model directory to ONNX (dynamic batch and length), checked against PyTorch",
                         _export_onnx_flags, _export_onnx),
     }),
+    "merge": Command("fold a LoRA adapter directory into a plain model directory (transformers loads it)",
+                     _merge_flags, _merge),
     "demo": Command("pre-train a small Chinese BERT, fine-tune it, and compare with no pre-training", _demo_flags, _demo),
 }
 

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertkit.checkpoint import load_model, resolve_model_dir
+from bertkit.checkpoint import load_config, load_model, resolve_model_dir
+from bertkit.efficient import refuse_adapter_dir
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path, temp_path
 from bertkit.config import BertConfig
@@ -208,6 +209,7 @@ def export_onnx(
     directory = resolve_model_dir(model_dir)
     out_path = Path(out) if out is not None else directory / ONNX_FILE
     _check_out(out_path, overwrite)
+    refuse_adapter_dir(directory, load_config(directory))
     model, _ = load_model(directory)
     config = model.config
     model = _padded(model.eval())

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from bertkit.checkpoint import load_config, load_pretrained, refuse_to_replace_model, resolve_model_dir, save_model
+from bertkit.efficient import check_base, save_trained
 from bertkit.errors import BertkitError
 from bertkit.options import Options, option
 from bertkit.tasks import Task
@@ -83,10 +84,13 @@ def finetune(
         model, tokenizer, _ = load_pretrained(model_dir, task.architecture, config)
     if prepare_model is not None:
         model = prepare_model(model)
+    # A model object was staged in a directory that is gone by now: no adapter can refer to it as its base.
+    base_dir = model_dir if model_name is None or isinstance(model_name, (str, os.PathLike)) else None
+    check_base(model, base_dir)
     features = task.features(train_examples, tokenizer, config)
 
     def save(trained, directory: Path) -> None:
-        save_model(trained, directory)
+        save_trained(trained, directory, base_dir)
         tokenizer.save_pretrained(directory)
 
     def evaluate(trained) -> dict:

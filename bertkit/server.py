@@ -7,6 +7,10 @@ the Predictor in a thread, and hands each request its own slice of the results. 
 422 (413 when it is over a limit, 415 when the body is not declared JSON, 400 when it is not UTF-8) and a
 one-line message, never with a 500. `/docs` serves Swagger UI from the installed `swagger-ui-bundle`
 package, so it works offline.
+
+One base model can serve several adapters (`finetune --peft lora|adapter`) at once: `serve --model BASE
+--adapter NAME=DIR ...` loads each adapter on one shared copy of the base weights, and
+`POST /v1/adapters/{name}/predict` answers with the adapter the path names (its own task, its own batches).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,10 +146,16 @@ class PredictResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     model: str
-    task: str
+    task: str | None = Field(description="the model's task; null for a base model that serves only adapters")
     labels: list[str] | None = Field(description="the model's labels (classification) or tags (NER); null for QA")
     pairs: bool = Field(description="classification: the model was fine-tuned on sentence pairs")
     backend: str
+    adapters: list[str] = Field(default_factory=list,
+                                description="the adapters also served here, each at POST /v1/adapters/{name}/predict")
+
+
+class AdaptersResponse(BaseModel):
+    adapters: dict[str, HealthResponse] = Field(description="each adapter served, by name: its directory and task")
 
 
 _EXAMPLES = {
@@ -291,27 +302,66 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def create_app(predictor: Predictor, limits: ServerLimits | None = None) -> FastAPI:
-    """The HTTP app for one Predictor; the micro-batching worker runs while the app does (its lifespan)."""
-    limits = limits or ServerLimits()
-    task = predictor.task.name
+def _health(predictor: Predictor, adapters: list[str] | None = None) -> HealthResponse:
     id2label = predictor.config.id2label or {}
-    health = HealthResponse(
+    return HealthResponse(
         status="ok",
         model=str(predictor.model_dir),
-        task=task,
+        task=predictor.task.name,
         labels=[id2label[i] for i in range(len(id2label))] if predictor.task.labelled and id2label else None,
         pairs=bool(predictor.task.settings.get("text_pair_column")),
         backend=getattr(predictor, "backend", "torch"),
+        adapters=adapters or [],
     )
+
+
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def parse_adapters(specs: list[str] | None) -> dict[str, str]:
+    """`--adapter NAME=DIR` values -> {name: directory}; a name goes into a URL path, so it is a plain word."""
+    adapters: dict[str, str] = {}
+    for spec in specs or []:
+        name, _, directory = spec.partition("=")
+        if not _ADAPTER_NAME.match(name) or not directory:
+            raise BertkitError(f"--adapter {spec!r}: give NAME=DIR, NAME of letters, digits, '_', '-' or '.'")
+        if name in adapters:
+            raise BertkitError(f"--adapter {name!r} is given twice")
+        adapters[name] = directory
+    return adapters
+
+
+def create_app(predictor: Predictor | None, limits: ServerLimits | None = None,
+               adapters: Mapping[str, Predictor] | None = None) -> FastAPI:
+    """The HTTP app for one Predictor and any adapters beside it (by name); the micro-batching workers run while
+    the app does (its lifespan). `predictor` None: a base model that is not fine-tuned serves its adapters only."""
+    limits = limits or ServerLimits()
+    adapters = dict(adapters or {})
+    if predictor is None and not adapters:
+        raise BertkitError("nothing to serve: give a fine-tuned model or adapters")
+    if predictor is not None:
+        health = _health(predictor, list(adapters))
+    else:
+        first = next(iter(adapters.values())).model
+        health = HealthResponse(status="ok", model=str(first.bertkit_adapter["base_model"]), task=None, labels=None,
+                                pairs=False, backend="torch", adapters=list(adapters))
+    task = health.task or "adapters"
     state: dict[str, MicroBatcher] = {}
+    adapter_batchers: dict[str, MicroBatcher] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state["batcher"] = MicroBatcher(predictor, limits.max_batch_size, limits.max_wait_ms)
-        state["batcher"].start()
+        if predictor is not None:
+            state["batcher"] = MicroBatcher(predictor, limits.max_batch_size, limits.max_wait_ms)
+            state["batcher"].start()
+        for name, adapter in adapters.items():
+            adapter_batchers[name] = MicroBatcher(adapter, limits.max_batch_size, limits.max_wait_ms)
+            adapter_batchers[name].start()
         yield
-        await state.pop("batcher").stop()
+        for batcher in [*state.values(), *adapter_batchers.values()]:
+            await batcher.stop()
+        state.clear()
+        adapter_batchers.clear()
 
     app = FastAPI(title="bertkit", summary=f"a fine-tuned BERT ({task}) over HTTP", lifespan=lifespan,
                   docs_url=None, redoc_url=None)
@@ -347,20 +397,69 @@ def create_app(predictor: Predictor, limits: ServerLimits | None = None) -> Fast
                          422: {"description": "a request the model's task cannot take"}})
     async def predict(request: PredictRequest = Body(openapi_examples=_EXAMPLES)) -> dict[str, Any]:
         """Predictions for the model's own task, one per text or item, each as a `bertkit predict` line."""
+        if predictor is None:
+            raise HTTPException(404, f"{health.model} is a base model, not fine-tuned for a task; POST to "
+                                     f"/v1/adapters/{{name}}/predict for one of its adapters: {', '.join(adapters)}")
         examples, pairs = _examples(predictor, request, limits)
         return {"predictions": await state["batcher"].predict(examples, pairs)}
+
+    @app.get("/v1/adapters", response_model=AdaptersResponse)
+    async def get_adapters() -> AdaptersResponse:
+        """The adapters served beside the model (`serve --adapter NAME=DIR`), by name."""
+        return AdaptersResponse(adapters={name: _health(adapter) for name, adapter in adapters.items()})
+
+    @app.post("/v1/adapters/{name}/predict", response_model=PredictResponse,
+              responses={404: {"description": "no adapter of that name is served here"},
+                         413: {"description": "too many texts, or a text too long"},
+                         422: {"description": "a request the adapter's task cannot take"}})
+    async def predict_with_adapter(name: str, request: PredictRequest = Body(openapi_examples=_EXAMPLES)
+                                   ) -> dict[str, Any]:
+        """Predictions of the adapter `name` (its own task), each as a `bertkit predict` line of its directory."""
+        if name not in adapters:
+            served = f"adapters here: {', '.join(adapters)}" if adapters else "this server has no adapters (--adapter)"
+            raise HTTPException(404, f"no adapter {name!r}; {served}")
+        examples, pairs = _examples(adapters[name], request, limits)
+        return {"predictions": await adapter_batchers[name].predict(examples, pairs)}
 
     return app
 
 
+def load_served(model_dir: str | os.PathLike, adapters: Mapping[str, str | os.PathLike] | None = None,
+                batch_size: int = 32, backend: str = "torch", onnx_file: str | os.PathLike | None = None,
+                fp32: bool = False) -> tuple[Predictor | None, dict[str, Predictor]]:
+    """The Predictor of `model_dir` (None when it is a base model that only carries adapters) and one per
+    adapter, all adapters on one shared copy of the base weights."""
+    from bertkit.checkpoint import load_config, resolve_model_dir
+    from bertkit.efficient import shared_base
+    from bertkit.tasks import task_of
+
+    if not adapters:
+        return Predictor(model_dir, batch_size=batch_size, backend=backend, onnx_file=onnx_file, fp32=fp32), {}
+    if backend != "torch":
+        raise BertkitError("--adapter runs on the torch backend; leave out --backend onnx")
+    config = load_config(resolve_model_dir(model_dir))
+    try:
+        task_of(config)
+    except BertkitError:  # a bare encoder is served through its adapters only
+        predictor = None
+    else:
+        predictor = Predictor(model_dir, batch_size=batch_size, fp32=fp32)
+    with shared_base(model_dir):
+        served = {name: Predictor(directory, batch_size=batch_size, fp32=fp32) for name, directory in adapters.items()}
+    return predictor, served
+
+
 def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, limits: ServerLimits | None = None,
           threads: int | None = None, backend: str = "torch", onnx_file: str | os.PathLike | None = None,
-          fp32: bool = False) -> None:
+          fp32: bool = False, adapters: Mapping[str, str | os.PathLike] | None = None) -> None:
     """Load the model and answer requests until interrupted. `backend` "onnx" runs DIR/model.onnx (or
-    `onnx_file`) in ONNX Runtime, with the same thread count; `fp32` opts out of native bf16."""
+    `onnx_file`) in ONNX Runtime, with the same thread count; `fp32` opts out of native bf16. `adapters`
+    {name: directory} are served beside it, on its weights (see `load_served`)."""
     torch.set_num_threads(threads or os.cpu_count() or 1)  # before loading: ONNX Runtime sessions take it too
     limits = limits or ServerLimits()
-    predictor = Predictor(model_dir, batch_size=limits.max_batch_size, backend=backend, onnx_file=onnx_file, fp32=fp32)
-    print(f"serving {predictor.model_dir} ({predictor.task.name}, {backend}): web page http://{host}:{port}/, "
-          f"API docs http://{host}:{port}/docs", file=sys.stderr)
-    uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info")
+    predictor, served = load_served(model_dir, adapters, limits.max_batch_size, backend, onnx_file, fp32)
+    what = f"{predictor.model_dir} ({predictor.task.name}, {backend})" if predictor is not None else str(model_dir)
+    if served:
+        what += f" with adapters {', '.join(served)} at /v1/adapters/{{name}}/predict"
+    print(f"serving {what}: web page http://{host}:{port}/, API docs http://{host}:{port}/docs", file=sys.stderr)
+    uvicorn.run(create_app(predictor, limits, served), host=host, port=port, log_level="info")

@@ -165,7 +165,7 @@ def test_health_docs_and_page(classify_server, qa_server, classify_dir):
     client, _ = classify_server
     health = client.get("/health").json()
     assert health == {"status": "ok", "model": str(classify_dir), "task": "classify", "labels": ["neg", "pos"],
-                      "pairs": False, "backend": "torch"}
+                      "pairs": False, "backend": "torch", "adapters": []}
     assert qa_server.get("/health").json()["labels"] is None
     schema = client.get("/openapi.json").json()
     assert "/v1/predict" in schema["paths"] and "/health" in schema["paths"]
