@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bertkit.data.io import iter_jsonl, read_text
+from bertkit.data.windows import max_context_owners, stride_windows
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import BertTokenizer
 
@@ -216,37 +217,6 @@ def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]]) -> tuple[
     return (overlapping[0], overlapping[-1]) if overlapping else None
 
 
-def _windows(n_tokens: int, window: int, doc_stride: int) -> list[tuple[int, int]]:
-    """(start, length) of each window over the context tokens, as BERT's run_squad.py lays them out.
-
-    Every window but the last is full; each starts `doc_stride` tokens (at most a full window) after the one
-    before, so none leaves a gap. A context with no tokens still gets one (empty) window.
-    """
-    spans = []
-    start = 0
-    while True:
-        length = min(n_tokens - start, window)
-        spans.append((start, length))
-        if start + length >= n_tokens:
-            return spans
-        start += min(length, doc_stride)
-
-
-def _max_context_window(spans: list[tuple[int, int]], n_tokens: int) -> list[int]:
-    """For each context token, the window where it sits most centrally (BERT's _check_is_max_context).
-
-    Score = min(tokens to the left, tokens to the right) + 0.01 * window length; the first window wins ties.
-    """
-    best_window = [0] * n_tokens
-    best_score = [-math.inf] * n_tokens
-    for w, (start, length) in enumerate(spans):
-        for token in range(start, start + length):
-            score = min(token - start, start + length - 1 - token) + 0.01 * length
-            if score > best_score[token]:
-                best_window[token], best_score[token] = w, score
-    return best_window
-
-
 def encode_qa(
     examples: list[QAExample],
     tokenizer: BertTokenizer,
@@ -276,11 +246,11 @@ def encode_qa(
                 f"its {len(question_ids)}-token question; raise max_length or lower max_query_length"
             )
         answer = _answer_tokens(example, context_offsets)
-        spans = _windows(len(context_ids), window, doc_stride)
-        best_window = _max_context_window(spans, len(context_ids))
+        spans = stride_windows(len(context_ids), window, doc_stride)
+        best_window = max_context_owners([1] * len(context_ids), spans)
         prefix = [cls, *question_ids, sep]
-        for w, (start, length) in enumerate(spans):
-            end = start + length
+        for w, (start, end) in enumerate(spans):
+            length = end - start
             start_position = end_position = 0
             if answer is not None and start <= answer[0] and answer[1] < end:
                 start_position = answer[0] - start + len(prefix)
