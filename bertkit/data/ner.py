@@ -11,14 +11,14 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from bertkit.batching import IGNORE_INDEX
 from bertkit.data.cjk import CJK_RANGES, in_ranges, is_cjk
-from bertkit.data.io import iter_jsonl, iter_lines
+from bertkit.data.io import DEFAULT_ENCODING, iter_jsonl, iter_lines
 from bertkit.data.windows import max_context_owners, overlapping_windows
 from bertkit.errors import BertkitError
 from bertkit.metrics import get_entities
@@ -40,6 +40,7 @@ class NerExample:
     words: list[str]
     tags: list[str] | None  # None when the input has no tags (prediction)
     line: int  # 1-based line where the sentence starts, for error messages
+    id: str | int | None = field(default=None, compare=False)  # a JSON line's "id"; predictions carry it
 
 
 @dataclass
@@ -53,7 +54,7 @@ class NerWindow:
     owned: list[bool]  # per token: this window is where the token's word is trained on and predicted from
 
 
-def iter_ner(path: str | os.PathLike, require_tags: bool = True) -> Iterator[NerExample]:
+def iter_ner(path: str | os.PathLike, require_tags: bool = True, encoding: str = DEFAULT_ENCODING) -> Iterator[NerExample]:
     """Sentences of CoNLL (`token<TAB>tag`, blank line between sentences) or JSONL (`{"tokens": [...], "tags": [...]}`),
     streamed one at a time.
 
@@ -63,9 +64,9 @@ def iter_ner(path: str | os.PathLike, require_tags: bool = True) -> Iterator[Ner
     """
     path = Path(path)
     if path.suffix.lower() in _JSON_SUFFIXES:
-        examples = (_jsonl_example(path, line, record, require_tags) for line, record in iter_jsonl(path))
+        examples = (_jsonl_example(path, line, record, require_tags) for line, record in iter_jsonl(path, encoding))
     else:
-        examples = _iter_conll(path, require_tags)
+        examples = _iter_conll(path, require_tags, encoding)
     empty = True
     for example in examples:
         empty = False
@@ -74,8 +75,8 @@ def iter_ner(path: str | os.PathLike, require_tags: bool = True) -> Iterator[Ner
         raise BertkitError(f"{path}: no sentences, only -DOCSTART- lines")
 
 
-def read_ner(path: str | os.PathLike, require_tags: bool = True) -> list[NerExample]:
-    return list(iter_ner(path, require_tags))
+def read_ner(path: str | os.PathLike, require_tags: bool = True, encoding: str = DEFAULT_ENCODING) -> list[NerExample]:
+    return list(iter_ner(path, require_tags, encoding))
 
 
 def _check_tag(tag: str, where: str) -> None:
@@ -99,21 +100,21 @@ def _jsonl_example(path: Path, line: int, record: dict, require_tags: bool) -> N
     if tags is None:
         if require_tags:
             raise BertkitError(f'{where}: no "tags" field; expected {{"tokens": [...], "tags": [...]}}')
-        return NerExample(tokens, None, line)
+        return NerExample(tokens, None, line, record.get("id"))
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise BertkitError(f'{where}: "tags" must be a list of strings')
     if len(tags) != len(tokens):
         raise BertkitError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
     for i, tag in enumerate(tags):
         _check_tag(tag, f"{where}: token {i + 1}")
-    return NerExample(tokens, tags, line)
+    return NerExample(tokens, tags, line, record.get("id"))
 
 
-def _iter_conll(path: Path, require_tags: bool) -> Iterator[NerExample]:
+def _iter_conll(path: Path, require_tags: bool, encoding: str) -> Iterator[NerExample]:
     """Sentences of `token ... tag` lines: tab-separated, else whitespace-separated; first column token, last tag."""
     sentence: list[tuple[int, list[str]]] = []
     has_text = False
-    for number, text in iter_lines(path):
+    for number, text in iter_lines(path, encoding=encoding):
         has_text = has_text or bool(text.strip())
         columns = [c.strip() for c in text.split("\t") if c.strip()] if "\t" in text else text.split()
         if columns and columns[0] != "-DOCSTART-":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertkit.data.io import iter_jsonl, read_text
+from bertkit.data.io import DEFAULT_ENCODING, iter_jsonl, read_text
 from bertkit.data.windows import max_context_owners, stride_windows
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import BertTokenizer
@@ -51,9 +51,9 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _load_json(path: Path) -> Any:
-    """Parse a UTF-8 JSON file; decoding and syntax errors name the line (and column) at fault."""
-    text = read_text(path)  # whole, not split in lines: JSON strings may hold U+2028 and the like
+def _load_json(path: Path, encoding: str) -> Any:
+    """Parse a JSON file; decoding and syntax errors name the line (and column) at fault."""
+    text = read_text(path, encoding)  # whole, not split in lines: JSON strings may hold U+2028 and the like
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -130,7 +130,9 @@ def _check_answer(answer: object, context: str, where: str) -> dict:
     return {"text": text, "answer_start": start}
 
 
-def read_squad(path: str | os.PathLike, require_answers: bool = True) -> tuple[list[QAExample], bool]:
+def read_squad(
+    path: str | os.PathLike, require_answers: bool = True, encoding: str = DEFAULT_ENCODING
+) -> tuple[list[QAExample], bool]:
     """Read SQuAD v1.1/v2.0 JSON, checking every question and answer; also say whether the file is v2.0.
 
     A file is v2.0 if its "version" says so or any question is "is_impossible". With `require_answers`
@@ -138,7 +140,7 @@ def read_squad(path: str | os.PathLike, require_answers: bool = True) -> tuple[l
     inputs may omit them. Ids must be unique, since predictions are scored against gold answers by id.
     """
     path = Path(path)
-    root = _load_json(path)
+    root = _load_json(path, encoding)
     if not isinstance(root, dict) or "data" not in root:
         raise BertkitError(f'{path}: no "data" key; expected SQuAD JSON {{"version": ..., "data": [...]}}')
     articles = _list_field(root, "data", str(path))
@@ -187,20 +189,20 @@ def read_squad(path: str | os.PathLike, require_answers: bool = True) -> tuple[l
     return examples, version_2
 
 
-def iter_qa_jsonl(path: str | os.PathLike) -> Iterator[QAExample]:
+def iter_qa_jsonl(path: str | os.PathLike, encoding: str = DEFAULT_ENCODING) -> Iterator[QAExample]:
     """Prediction input, streamed: one {"question", "context", optional "id"} per line.
 
     The id defaults to the 0-based line index, so predictions can be matched to lines by id as well as by order.
     """
-    for line, record in iter_jsonl(path):
+    for line, record in iter_jsonl(path, encoding):
         where = f"{path}:{line}"
         question = _text_field(record, "question", where)
         context = _text_field(record, "context", where)
         yield QAExample(_id_field(record, str(line - 1), where), question, context, [])
 
 
-def read_qa_jsonl(path: str | os.PathLike) -> list[QAExample]:
-    return list(iter_qa_jsonl(path))
+def read_qa_jsonl(path: str | os.PathLike, encoding: str = DEFAULT_ENCODING) -> list[QAExample]:
+    return list(iter_qa_jsonl(path, encoding))
 
 
 def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]]) -> tuple[int, int] | None:
