@@ -16,8 +16,9 @@ from typing import Any
 from torch import nn
 
 from bertkit.checkpoint import load_config, load_pretrained, refuse_to_replace_model, resolve_model_dir, save_model
+from bertkit.data.io import ReadOptions
 from bertkit.errors import BertkitError
-from bertkit.options import Options, option
+from bertkit.options import option
 from bertkit.tasks import Task
 from bertkit.tokenizer import BertTokenizer
 from bertkit.trainer import History, Trainer, TrainConfig, set_seed
@@ -29,8 +30,9 @@ LossFn = Callable[[nn.Module, dict[str, Any]], tuple[Any, dict[str, float]]]
 
 
 @dataclass
-class FinetuneOptions(Options):
-    """The settings of `bertkit finetune` that are neither training nor task settings."""
+class FinetuneOptions(ReadOptions):
+    """The settings of `bertkit finetune` that are neither training nor task settings (the files' --encoding
+    among them)."""
 
     eval_batch_size: int = option(64, "examples per batch when scoring the dev data", min=1)
     resume: bool = option(False, "continue an interrupted run in --out")

@@ -1,0 +1,71 @@
+"""Chinese users: GBK/GB18030 files with --encoding (or encoding=)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import bertkit
+from bertkit.errors import BertkitError
+from tests.conftest import run_cli
+
+ROWS = [("我在北京大学工作", "pos"), ("他很好", "pos"), ("不喜欢电影", "neg"), ("上海人民日报", "neg")] * 2
+UNKNOWN_ROWS = [("这本书写得非常精彩", "pos"), ("物流太慢包装破损", "neg")] * 4  # characters outside the tiny vocab
+
+
+def write_gbk(path, rows):
+    path.write_bytes(("text,label\n" + "".join(f"{t},{l}\n" for t, l in rows)).encode("gbk"))
+    return path
+
+
+def finetune_args(model, train, out, *extra):
+    return ["finetune", "classify", "--model", str(model), "--train", str(train), "--out", str(out),
+            "--epochs", "1", "--batch-size", "4", *extra]
+
+
+def test_gbk_files_through_finetune_evaluate_and_predict(tiny_model_dir, tmp_path, capsys):
+    train = write_gbk(tmp_path / "train.csv", ROWS)
+    out = tmp_path / "model"
+    code, _, err = run_cli(finetune_args(tiny_model_dir, train, out), capsys)
+    assert code == 2 and f"{train}:2: not valid UTF-8" in err and "--encoding gb18030" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+    code, _, err = run_cli(finetune_args(tiny_model_dir, train, out, "--encoding", "gb18030"), capsys)
+    assert code == 0, err
+    assert "encoding" not in json.loads((out / "config.json").read_text(encoding="utf-8"))["bertkit"]
+
+    code, stdout, err = run_cli(["evaluate", "--model", str(out), "--data", str(train), "--encoding", "gb18030"], capsys)
+    assert code == 0, err
+    assert "accuracy" in json.loads(stdout)
+    texts = tmp_path / "in.txt"
+    texts.write_bytes("我在北京\n他很好\n".encode("gb18030"))
+    code, stdout, err = run_cli(["predict", "--model", str(out), "--input", str(texts), "--encoding", "gb18030"], capsys)
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in stdout.splitlines()] == [1, 2]
+    code, _, err = run_cli(["predict", "--model", str(out), "--input", str(texts)], capsys)
+    assert code == 2 and f"{texts}:1: not valid UTF-8" in err and "--encoding gb18030" in err
+
+
+def test_gbk_files_through_the_python_api(tiny_model_dir, tmp_path):
+    train = write_gbk(tmp_path / "train.csv", ROWS)
+    with pytest.raises(BertkitError, match="--encoding gb18030"):
+        bertkit.finetune("classify", train=train, out=tmp_path / "refused", model=str(tiny_model_dir), epochs=1)
+    assert not (tmp_path / "refused").exists()
+    clf = bertkit.finetune("classify", train=train, out=tmp_path / "model", model=str(tiny_model_dir), epochs=1,
+                           batch_size=4, encoding="gb18030")
+    assert "accuracy" in bertkit.load(clf.directory, encoding="gbk").evaluate(train)
+    with pytest.raises(BertkitError, match="not valid UTF-8"):
+        bertkit.load(clf.directory).evaluate(train)
+
+
+@pytest.mark.parametrize(("encoding", "message"), [("klingon", "unknown --encoding 'klingon'"),
+                                                   ("utf-16", "--encoding 'utf-16' is not ASCII-compatible")])
+def test_a_bad_encoding_fails_before_anything_runs(tiny_model_dir, tmp_path, capsys, encoding, message):
+    train = write_gbk(tmp_path / "train.csv", ROWS)
+    code, _, err = run_cli(finetune_args(tiny_model_dir, train, tmp_path / "model", "--encoding", encoding), capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "model").exists()
+    with pytest.raises(BertkitError, match=message):
+        bertkit.load(tmp_path / "model", encoding=encoding)
+
