@@ -20,7 +20,7 @@ from bertkit.data.io import ReadOptions
 from bertkit.errors import BertkitError
 from bertkit.options import option
 from bertkit.tasks import Task
-from bertkit.tokenizer import BertTokenizer
+from bertkit.tokenizer import BertTokenizer, warn_if_unknown
 from bertkit.trainer import History, Trainer, TrainConfig, set_seed
 
 # A model to start from: a directory or hub id, or a model object (with `tokenizer=` unless it carries one).
@@ -86,6 +86,7 @@ def finetune(
     if prepare_model is not None:
         model = prepare_model(model)
     features = task.features(train_examples, tokenizer, config)
+    warn_if_unknown((feature["input_ids"] for feature in features), tokenizer)
 
     def save(trained, directory: Path) -> None:
         save_model(trained, directory)

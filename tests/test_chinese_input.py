@@ -1,8 +1,10 @@
-"""Chinese users: GBK/GB18030 files with --encoding (or encoding=)."""
+"""Chinese users: GBK/GB18030 files with --encoding (or encoding=), and a warning when the vocabulary turns the
+training text into [UNK]."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -24,15 +26,21 @@ def finetune_args(model, train, out, *extra):
             "--epochs", "1", "--batch-size", "4", *extra]
 
 
-def test_gbk_files_through_finetune_evaluate_and_predict(tiny_model_dir, tmp_path, capsys):
+def unknown_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "[UNK]" in r.getMessage()]
+
+
+def test_gbk_files_through_finetune_evaluate_and_predict(tiny_model_dir, tmp_path, capsys, caplog):
     train = write_gbk(tmp_path / "train.csv", ROWS)
     out = tmp_path / "model"
     code, _, err = run_cli(finetune_args(tiny_model_dir, train, out), capsys)
     assert code == 2 and f"{train}:2: not valid UTF-8" in err and "--encoding gb18030" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
-    code, _, err = run_cli(finetune_args(tiny_model_dir, train, out, "--encoding", "gb18030"), capsys)
+    with caplog.at_level(logging.WARNING, logger="bertkit"):
+        code, _, err = run_cli(finetune_args(tiny_model_dir, train, out, "--encoding", "gb18030"), capsys)
     assert code == 0, err
+    assert not unknown_warnings(caplog)  # the tiny vocab holds these characters
     assert "encoding" not in json.loads((out / "config.json").read_text(encoding="utf-8"))["bertkit"]
 
     code, stdout, err = run_cli(["evaluate", "--model", str(out), "--data", str(train), "--encoding", "gb18030"], capsys)
@@ -69,3 +77,18 @@ def test_a_bad_encoding_fails_before_anything_runs(tiny_model_dir, tmp_path, cap
     with pytest.raises(BertkitError, match=message):
         bertkit.load(tmp_path / "model", encoding=encoding)
 
+
+def test_mostly_unknown_training_text_warns_once_naming_a_fitting_model(tiny_model_dir, tmp_path, capsys, caplog):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in UNKNOWN_ROWS), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="bertkit"):
+        code, _, err = run_cli(finetune_args(tiny_model_dir, train, tmp_path / "model"), capsys)
+    assert code == 0, err
+    warnings = unknown_warnings(caplog)
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "Chinese BERT" in warnings[0] and "bertkit pretrain" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bertkit"):
+        bertkit.finetune("classify", train=[{"text": t, "label": l} for t, l in UNKNOWN_ROWS], out=tmp_path / "api",
+                         model=str(tiny_model_dir), epochs=1, batch_size=4)
+    assert unknown_warnings(caplog) == warnings
