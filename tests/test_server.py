@@ -246,6 +246,7 @@ def test_qa_same_as_predictor(qa_server, qa_dir):
     ({"texts": [1, 2]}, 422, "valid string"),
     ({"texts": None}, 422, "takes"),
     ({"text": ["great film"]}, 422, "text: Extra inputs are not permitted"),
+    ({"\n": None}, 422, "\\n: Extra inputs are not permitted"),  # a key with a line break, found by test_fuzz
     ({}, 422, "empty"),
     ([["great film"]], 422, "valid dict"),
     ({"texts": ["   "]}, 422, "texts[0] is empty"),
