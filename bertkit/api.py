@@ -47,7 +47,8 @@ class FineTuned:
             from bertkit.inference import Predictor
 
             o = self.options
-            self._predictor = Predictor(self.directory, o.batch_size, fp32=o.fp32, backend=o.backend, onnx_file=o.onnx)
+            self._predictor = Predictor(self.directory, o.batch_size, fp32=o.fp32, backend=o.backend, onnx_file=o.onnx,
+                                        encoding=o.encoding)
         return self._predictor
 
     @property
@@ -74,7 +75,9 @@ class FineTuned:
 
     def predict(self, inputs: list[Any]) -> list[dict]:
         """One prediction per input, in order: strings (classification, NER), `(text, pair)` tuples, or
-        `{"question": ..., "context": ...}` dicts (QA)."""
+        `{"question": ..., "context": ...}` dicts (QA). An empty text gets the task's empty prediction with an
+        "error" field (`{"label": None, "score": None, "scores": {}, "error": "empty text"}`), so the list stays
+        aligned with `inputs`."""
         predictor = self.predictor
         return predictor.predict(predictor.from_inputs(inputs))
 
@@ -120,7 +123,7 @@ def finetune(
     )
     settings = FinetuneOptions(**extra)
     prepare_model = preparer(EfficientOptions(**efficient), then=prepare_model)
-    history = run(task_class(task_options), train, out, model, dev, TrainConfig(**train_options),
+    history = run(task_class(task_options, encoding=settings.encoding), train, out, model, dev, TrainConfig(**train_options),
                   settings.eval_batch_size, settings.resume, settings.overwrite, prepare_model=prepare_model,
                   loss_fn=loss_fn, tokenizer=tokenizer)
     return FineTuned(out, history)
@@ -129,7 +132,8 @@ def finetune(
 def load(directory: str | os.PathLike, **options: Any) -> FineTuned:
     """A fine-tuned model directory (bertkit's or a transformers BertFor* one) for predict and evaluate.
 
-    `options`: those of `bertkit predict`: backend="torch" | "onnx", onnx=FILE, batch_size=64, fp32=False.
+    `options`: those of `bertkit predict`: backend="torch" | "onnx", onnx=FILE, batch_size=64, fp32=False,
+    encoding="utf-8" (of the files given to `evaluate`).
     """
     if not isinstance(directory, (str, os.PathLike)):
         raise BertkitError(f"load takes a model directory, not {type(directory).__name__}")

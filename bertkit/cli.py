@@ -146,7 +146,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _predict_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True)
-    parser.add_argument("--input", help="a .txt file (one text per line) or a file in the training format")
+    parser.add_argument("--input", help="a .txt file (one text per line) or a file in the training format; every row "
+                        'gets one line with its "id" (or line number), an empty text {..., "error": "empty text"}')
     parser.add_argument("texts", nargs="*", metavar="TEXT")
     parser.add_argument("--output", help="write the JSON lines to this file instead of stdout (with a progress bar)")
     parser.add_argument("--resume", action="store_true",
@@ -169,7 +170,7 @@ def _predict(args: argparse.Namespace) -> None:
             print(f"wrote {written} predictions to {args.output}", file=sys.stderr)
         return
     predictor = model.predictor
-    for prediction in predictor.predict(predictor.from_texts(args.texts)):
+    for prediction in predictor.predict_stream(predictor.from_texts(args.texts)):
         print(json.dumps(prediction, ensure_ascii=False))
 
 

@@ -16,11 +16,12 @@ from typing import Any
 from torch import nn
 
 from bertkit.checkpoint import load_config, load_pretrained, refuse_to_replace_model, resolve_model_dir, save_model
+from bertkit.data.io import ReadOptions
 from bertkit.efficient import check_base, save_trained
 from bertkit.errors import BertkitError
-from bertkit.options import Options, option
+from bertkit.options import option
 from bertkit.tasks import Task
-from bertkit.tokenizer import BertTokenizer
+from bertkit.tokenizer import BertTokenizer, warn_if_unknown
 from bertkit.trainer import History, Trainer, TrainConfig, set_seed
 
 # A model to start from: a directory or hub id, or a model object (with `tokenizer=` unless it carries one).
@@ -30,8 +31,9 @@ LossFn = Callable[[nn.Module, dict[str, Any]], tuple[Any, dict[str, float]]]
 
 
 @dataclass
-class FinetuneOptions(Options):
-    """The settings of `bertkit finetune` that are neither training nor task settings."""
+class FinetuneOptions(ReadOptions):
+    """The settings of `bertkit finetune` that are neither training nor task settings (the files' --encoding
+    among them)."""
 
     eval_batch_size: int = option(64, "examples per batch when scoring the dev data", min=1)
     resume: bool = option(False, "continue an interrupted run in --out")
@@ -88,6 +90,7 @@ def finetune(
     base_dir = model_dir if model_name is None or isinstance(model_name, (str, os.PathLike)) else None
     check_base(model, base_dir)
     features = task.features(train_examples, tokenizer, config)
+    warn_if_unknown((feature["input_ids"] for feature in features), tokenizer)
 
     def save(trained, directory: Path) -> None:
         save_trained(trained, directory, base_dir)

@@ -24,11 +24,11 @@ from torch import nn
 from tqdm import tqdm
 
 from bertkit.checkpoint import load_config, load_pretrained, resolve_model_dir
-from bertkit.data.io import iter_lines
+from bertkit.data.io import DEFAULT_ENCODING, ReadOptions, iter_lines
 from bertkit.errors import BertkitError
 from bertkit.export import DIGEST_KEY, INPUT_NAMES, ONNX_FILE, open_session, run_session, weights_digest
 from bertkit.config import BertConfig
-from bertkit.options import Options, option
+from bertkit.options import option
 from bertkit.tasks import task_of
 from bertkit.tokenizer import BertTokenizer
 from bertkit.runtime import autocast, use_bf16
@@ -38,8 +38,9 @@ CHUNK_SIZE = 4096  # examples in memory at once when predicting a file; many bat
 
 
 @dataclass
-class InferenceOptions(Options):
-    """The settings of `predict`, `evaluate` and `serve` (flags and keywords of `bertkit.load`)."""
+class InferenceOptions(ReadOptions):
+    """The settings of `predict`, `evaluate` and `serve` (flags and keywords of `bertkit.load`); `serve` reads no
+    files, so it takes no --encoding."""
 
     batch_size: int = option(64, "texts per model batch", min=1)
     fp32: bool = option(False, "run in fp32 even where the hardware has native bf16 (the default uses it there)")
@@ -111,10 +112,13 @@ class Predictor:
         fp32: bool = False,
         backend: str = "torch",
         onnx_file: str | os.PathLike | None = None,
+        encoding: str = DEFAULT_ENCODING,
     ) -> None:
         """`backend` "onnx" runs `onnx_file` (default DIR/model.onnx) in ONNX Runtime on the CPU. The torch
-        backend runs in bf16 autocast where the hardware has native bf16, unless `fp32`."""
-        InferenceOptions(batch_size=batch_size, fp32=fp32, backend=backend, onnx=onnx_file)  # one-line range errors
+        backend runs in bf16 autocast where the hardware has native bf16, unless `fp32`. Input files are read
+        in `encoding`."""
+        # one-line range errors
+        InferenceOptions(batch_size=batch_size, fp32=fp32, backend=backend, onnx=onnx_file, encoding=encoding)
         if backend == "torch":
             if onnx_file is not None:
                 raise BertkitError("--onnx FILE goes with --backend onnx")
@@ -127,20 +131,21 @@ class Predictor:
         self.model.eval()
         self.config = self.model.config
         self.task = task_of(self.config)
+        self.task.encoding = encoding
         self.batch_size = batch_size
         self.device = next(self.model.parameters()).device
         self.bf16 = backend == "torch" and use_bf16(self.device, fp32)
 
     def stream(self, path: str | os.PathLike) -> Iterator[Any]:
-        """Examples from a .txt file (one text per line) or a file in the task's training format, one at a time."""
+        """Examples from a .txt file (one text per line, blank lines included) or a file in the task's training
+        format, one at a time: one example per input row, so that every row gets its prediction line."""
         if Path(path).suffix.lower() != ".txt":
             yield from self.task.stream(path)
             return
         empty = True
-        for number, text in iter_lines(path):
-            if text.strip():
-                empty = False
-                yield self.task.from_text(text, number)
+        for number, text in iter_lines(path, encoding=self.task.encoding):
+            empty = empty and not text.strip()
+            yield self.task.from_text(text, number)
         if empty:
             raise BertkitError(f"{path}: the file is empty")
 
@@ -159,17 +164,28 @@ class Predictor:
         return examples
 
     def predict(self, examples: list[Any]) -> list[dict]:
+        """One prediction per example, in order.
+
+        An example that cannot be predicted (an empty text) gets the task's empty prediction and an "error" field,
+        e.g. `{"label": null, "score": null, "scores": {}, "error": "empty text"}`, so outputs stay aligned.
+        """
+        problems = [self.task.problem(example) for example in examples]
+        valid = [example for example, problem in zip(examples, problems) if problem is None]
         with torch.inference_mode(), autocast(self.device, self.bf16):
-            return self.task.predict(self.model, self.tokenizer, examples, self.batch_size)
+            predicted = iter(self.task.predict(self.model, self.tokenizer, valid, self.batch_size) if valid else [])
+        return [next(predicted) if problem is None else {**self.task.empty_prediction, "error": problem}
+                for problem in problems]
 
     def predict_stream(self, examples: Iterable[Any], chunk_size: int = CHUNK_SIZE) -> Iterator[dict]:
-        """Predictions in input order, holding at most `chunk_size` examples at a time.
+        """`bertkit predict` lines: each prediction led by its example's "id" (its line number where it has none),
+        in input order, holding at most `chunk_size` examples at a time.
 
         Each chunk is batched by length inside, as `predict` does; a chunk spans many batches so the sorting pays.
         """
         examples = iter(examples)
         while chunk := list(itertools.islice(examples, chunk_size)):
-            yield from self.predict(chunk)
+            for example, prediction in zip(chunk, self.predict(chunk)):
+                yield {"id": self.task.example_id(example), **prediction}
 
     def evaluate(self, data: Any) -> dict[str, Any]:
         """Metrics on labelled data: a path, or rows in memory (see Task.examples)."""
@@ -203,7 +219,8 @@ def predict_file(
 
     Memory stays bounded by `chunk_size` whatever the file's size, and each chunk is flushed as it is done, so an
     interrupted run leaves only whole lines (and at most one cut line at the end). `resume` keeps the output's
-    whole lines, drops a cut last line, and predicts the rest. Returns the number of predictions written now.
+    whole lines, drops a cut last line, and predicts the rest. The output is opened only once the first prediction
+    is made, so an error before it leaves no file behind. Returns the number of predictions written now.
     """
     input_path = Path(input_path)
     if resume and output is None:
@@ -222,26 +239,29 @@ def predict_file(
         raise BertkitError(f"{output} has {done} predictions but {input_path} has only {total} examples; "
                            "was it written for another input?")
     examples = itertools.islice(predictor.stream(input_path), done, None)
-    if output is None:
-        return _write_predictions(predictor, examples, sys.stdout, 0, total, chunk_size)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("r+b" if done else "wb") as raw:
-        raw.truncate(keep_bytes)  # a cut last line from an interrupted run goes
-        raw.seek(keep_bytes)
-        with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as out:
-            return _write_predictions(predictor, examples, out, done, total, chunk_size)
-
-
-def _write_predictions(
-    predictor: Predictor, examples: Iterable[Any], out: TextIO, done: int, total: int | None, chunk_size: int
-) -> int:
-    written = 0
     with tqdm(total=total, initial=done, unit="text", desc="predict", dynamic_ncols=True, disable=None) as bar:
-        for prediction in predictor.predict_stream(examples, chunk_size):
-            out.write(json.dumps(prediction, ensure_ascii=False) + "\n")
-            written += 1
-            bar.update(1)
-            if written % chunk_size == 0:  # a chunk is done: its lines reach the disk before the next starts
-                out.flush()
+        predictions = predictor.predict_stream(examples, chunk_size)
+        first = next(predictions, None)  # made before the output is opened: an error here leaves no file
+        if first is None and not done:
+            return 0
+        predictions = itertools.chain([first] if first is not None else [], predictions)
+        if output is None:
+            return _write_predictions(predictions, sys.stdout, bar, chunk_size)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("r+b" if done else "wb") as raw:
+            raw.truncate(keep_bytes)  # a cut last line from an interrupted run goes
+            raw.seek(keep_bytes)
+            with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as out:
+                return _write_predictions(predictions, out, bar, chunk_size)
+
+
+def _write_predictions(predictions: Iterable[dict], out: TextIO, bar: tqdm, chunk_size: int) -> int:
+    written = 0
+    for prediction in predictions:
+        out.write(json.dumps(prediction, ensure_ascii=False) + "\n")
+        written += 1
+        bar.update(1)
+        if written % chunk_size == 0:  # a chunk is done: its lines reach the disk before the next starts
+            out.flush()
     out.flush()
     return written

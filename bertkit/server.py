@@ -294,6 +294,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"] if part != "body")
+        where = "".join(c if c.isprintable() else repr(c)[1:-1] for c in where)  # a key may hold a line break
         message = error["msg"]
         if error.get("type") == "json_invalid":
             message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})"

@@ -8,9 +8,11 @@ module only wires them together, loads and saves the Hugging Face file layout, a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -358,3 +360,28 @@ def train_tokenizer_to(options: TokenizerTrainOptions) -> BertTokenizer:
     tokenizer = train_tokenizer(options.corpus, vocab_size=options.vocab_size, do_lower_case=not options.cased)
     tokenizer.save_pretrained(out)
     return tokenizer
+
+
+UNKNOWN_WARN_SHARE = 0.05  # more [UNK] than this among the training tokens: the vocabulary does not fit the text
+
+
+def warn_if_unknown(input_ids: Iterable[list[int]], tokenizer: BertTokenizer) -> float:
+    """The share of [UNK] among the tokens (special tokens aside); over 5%, warn once, in one line on stderr.
+
+    The model cannot learn from text it sees as [UNK]; an English vocabulary turns most Chinese characters into it.
+    """
+    special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+    unknown = total = 0
+    for ids in input_ids:
+        for token in ids:
+            if token not in special:
+                total += 1
+                unknown += token == tokenizer.unk_token_id
+    share = unknown / total if total else 0.0
+    if share > UNKNOWN_WARN_SHARE:
+        logging.getLogger("bertkit").warning(
+            f"warning: {share:.0%} of the training tokens are [UNK]: the model's vocabulary does not fit this text. "
+            "For Chinese, use a Chinese vocabulary: a Chinese BERT as --model (model= in Python), e.g. "
+            "bert-base-chinese, or one pre-trained on your text with `bertkit pretrain`"
+        )
+    return share

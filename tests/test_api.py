@@ -76,7 +76,8 @@ def test_finetune_predict_evaluate_match_the_cli(classifier, tmp_path, capsys):
     assert set(predictions[0]) == {"label", "score", "scores"}
     code, out, err = run_cli(["predict", "--model", str(classifier.directory), "--fp32", "good movie", "awful plot"], capsys)
     assert code == 0, err
-    assert [json.loads(line) for line in out.splitlines()] == predictions
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line.pop("id") for line in lines] == [1, 2] and lines == predictions  # the CLI's lines carry an id
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
     code, out, err = run_cli(["evaluate", "--model", str(classifier.directory), "--fp32", "--data", str(test)], capsys)

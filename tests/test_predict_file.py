@@ -138,12 +138,12 @@ def test_overwrite_replaces(classifier, texts_file, tmp_path):
 
 def test_bad_line_late_in_the_input_fails_before_anything_is_written(classifier, tmp_path, capsys):
     path = tmp_path / "in.jsonl"
-    rows = [{"text": text} for text in TEXTS] * 300 + [{"text": "  "}]  # the bad row comes after many chunks
+    rows = [{"text": text} for text in TEXTS] * 300 + [{"text": 5}]  # the bad row comes after many chunks
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     out = tmp_path / "out.jsonl"
     code, stdout, err = run_cli(["predict", "--model", str(classifier), "--input", str(path), "--output", str(out)], capsys)
     assert code == 2
-    assert f"{path}:{len(rows)}: empty text" in err and len(err.strip().splitlines()) == 1
+    assert f"{path}:{len(rows)}: not text (5)" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 

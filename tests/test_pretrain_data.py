@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from bertkit.data import pretrain
+from bertkit.data.cjk import is_cjk
 from bertkit.data.pretrain import Shards, create_instances, mask_tokens, pretraining_collate, read_documents
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer
@@ -165,7 +166,7 @@ def test_an_interrupted_build_leaves_nothing_that_opens(
 
 def pure_chinese(line: str) -> bool:
     """Only CJK ideographs and punctuation: then BERT's tokenizer gives exactly one token per character."""
-    return all(pretrain._is_cjk(char) or unicodedata.category(char).startswith("P") for char in line)
+    return all(is_cjk(char) or unicodedata.category(char).startswith("P") for char in line)
 
 
 @pytest.fixture(scope="module")

@@ -246,9 +246,11 @@ def test_qa_same_as_predictor(qa_server, qa_dir):
     ({"texts": [1, 2]}, 422, "valid string"),
     ({"texts": None}, 422, "takes"),
     ({"text": ["great film"]}, 422, "text: Extra inputs are not permitted"),
+    ({"\n": None}, 422, "\\n: Extra inputs are not permitted"),  # a key with a line break, found by test_fuzz
     ({}, 422, "empty"),
     ([["great film"]], 422, "valid dict"),
     ({"texts": ["   "]}, 422, "texts[0] is empty"),
+    ({"texts": ["great film", ""]}, 422, "texts[1] is empty"),  # a request answers whole or not at all
     ({"texts": ["great film", "x" * 201]}, 413, "texts[1] has 201 characters; the limit is 200"),
     ({"texts": ["great film"] * 5}, 413, "5 texts in one request; the limit is 4"),
     ({"texts": ["good"], "text_pairs": ["fun"]}, 422, "takes no text_pairs"),

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import BertTokenizerFast
 
+from bertkit.data.cjk import is_cjk
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer, Encoding, train_tokenizer
 
@@ -29,17 +30,6 @@ EDGE_CASES = [
     "[CLS] literal [MASK] tokens [cls] [SEP]",
     "don't can't it's U.S.A. e-mail 3.14 $5,000",
 ]
-
-# The ranges BERT's basic tokenizer treats as CJK ideographs (each becomes its own word).
-CJK_RANGES = [
-    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
-]  # fmt: skip
-
-
-def is_cjk(char: str) -> bool:
-    return any(low <= ord(char) <= high for low, high in CJK_RANGES)
-
 
 def assert_matches_oracle(
     ours: BertTokenizer,

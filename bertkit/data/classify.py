@@ -6,10 +6,10 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bertkit.batching import Feature
-from bertkit.data.io import iter_records
+from bertkit.data.io import DEFAULT_ENCODING, iter_records
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import BertTokenizer
 
@@ -20,6 +20,7 @@ class ClassifyExample:
     pair: str | None
     label: str | list[str] | None  # a list for multi-label; None when predicting
     line: int
+    id: str | int | None = field(default=None, compare=False)  # the row's "id" column; predictions carry it
 
 
 def _parse_multi_label(value: object) -> list[str]:
@@ -43,9 +44,10 @@ def iter_classify(
     label_column: str = "label",
     multi_label: bool = False,
     require_labels: bool = True,
+    encoding: str = DEFAULT_ENCODING,
 ) -> Iterator[ClassifyExample]:
     """Labelled (or, for prediction, unlabelled) rows, streamed and checked one by one."""
-    return classify_rows(iter_records(path), str(path), text_column, pair_column, label_column, multi_label,
+    return classify_rows(iter_records(path, encoding), str(path), text_column, pair_column, label_column, multi_label,
                          require_labels)
 
 
@@ -58,7 +60,11 @@ def classify_rows(
     multi_label: bool = False,
     require_labels: bool = True,
 ) -> Iterator[ClassifyExample]:
-    """Examples from numbered rows (of a file, or of records in memory), named `where` in errors."""
+    """Examples from numbered rows (of a file, or of records in memory), named `where` in errors.
+
+    Training rows need a non-blank text; prediction rows may be blank (their prediction says so), so that every
+    input row gets its output line.
+    """
     path = where
     text_columns = [text_column] + ([pair_column] if pair_column else [])
     checked_columns = False
@@ -71,7 +77,7 @@ def classify_rows(
         texts = []
         for column in text_columns:
             value = row.get(column)
-            if not isinstance(value, str) or not value.strip():
+            if not isinstance(value, str) or (require_labels and not value.strip()):
                 problem = "missing" if value is None else "empty" if isinstance(value, str) else f"not text ({value!r})"
                 raise BertkitError(f"{path}:{line}: {problem} text in column {column!r}")
             texts.append(value)
@@ -83,7 +89,7 @@ def classify_rows(
             label = _parse_multi_label(raw) if multi_label else str(raw).strip()
         elif require_labels:
             raise BertkitError(f"{path}:{line}: no column {label_column!r}")
-        yield ClassifyExample(texts[0], texts[1] if pair_column else None, label, line)
+        yield ClassifyExample(texts[0], texts[1] if pair_column else None, label, line, row.get("id"))
 
 
 def label_list(examples: list[ClassifyExample]) -> list[str]:

@@ -11,13 +11,15 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from bertkit.batching import IGNORE_INDEX
-from bertkit.data.io import iter_jsonl, iter_lines
+from bertkit.data.cjk import CJK_RANGES, in_ranges, is_cjk
+from bertkit.data.io import DEFAULT_ENCODING, iter_jsonl, iter_lines
+from bertkit.data.windows import max_context_owners, overlapping_windows
 from bertkit.errors import BertkitError
 from bertkit.metrics import get_entities
 from bertkit.tokenizer import BertTokenizer
@@ -29,13 +31,8 @@ _TAG_HELP = "not a BIO or BIOES tag (O, B-TYPE, I-TYPE, E-TYPE or S-TYPE)"
 _WORD_JOINERS = frozenset("-.,&/")
 # "U.S" about to take its final dot: letters separated by dots, as in "U.S.", "e.g.".
 _ABBREVIATION = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
-# BERT's "Chinese character" blocks: the tokenizer makes each such character a word of its own.
-_CJK_RANGES = (
-    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
-)  # fmt: skip
 # Written without spaces around them, next to CJK characters: CJK punctuation ("，。") and full-width forms.
-_UNSPACED_RANGES = _CJK_RANGES + ((0x3000, 0x303F), (0xFF00, 0xFFEF))
+_UNSPACED_RANGES = CJK_RANGES + ((0x3000, 0x303F), (0xFF00, 0xFFEF))
 
 
 @dataclass
@@ -43,6 +40,7 @@ class NerExample:
     words: list[str]
     tags: list[str] | None  # None when the input has no tags (prediction)
     line: int  # 1-based line where the sentence starts, for error messages
+    id: str | int | None = field(default=None, compare=False)  # a JSON line's "id"; predictions carry it
 
 
 @dataclass
@@ -56,7 +54,7 @@ class NerWindow:
     owned: list[bool]  # per token: this window is where the token's word is trained on and predicted from
 
 
-def iter_ner(path: str | os.PathLike, require_tags: bool = True) -> Iterator[NerExample]:
+def iter_ner(path: str | os.PathLike, require_tags: bool = True, encoding: str = DEFAULT_ENCODING) -> Iterator[NerExample]:
     """Sentences of CoNLL (`token<TAB>tag`, blank line between sentences) or JSONL (`{"tokens": [...], "tags": [...]}`),
     streamed one at a time.
 
@@ -66,9 +64,9 @@ def iter_ner(path: str | os.PathLike, require_tags: bool = True) -> Iterator[Ner
     """
     path = Path(path)
     if path.suffix.lower() in _JSON_SUFFIXES:
-        examples = (_jsonl_example(path, line, record, require_tags) for line, record in iter_jsonl(path))
+        examples = (_jsonl_example(path, line, record, require_tags) for line, record in iter_jsonl(path, encoding))
     else:
-        examples = _iter_conll(path, require_tags)
+        examples = _iter_conll(path, require_tags, encoding)
     empty = True
     for example in examples:
         empty = False
@@ -77,8 +75,8 @@ def iter_ner(path: str | os.PathLike, require_tags: bool = True) -> Iterator[Ner
         raise BertkitError(f"{path}: no sentences, only -DOCSTART- lines")
 
 
-def read_ner(path: str | os.PathLike, require_tags: bool = True) -> list[NerExample]:
-    return list(iter_ner(path, require_tags))
+def read_ner(path: str | os.PathLike, require_tags: bool = True, encoding: str = DEFAULT_ENCODING) -> list[NerExample]:
+    return list(iter_ner(path, require_tags, encoding))
 
 
 def _check_tag(tag: str, where: str) -> None:
@@ -102,21 +100,21 @@ def _jsonl_example(path: Path, line: int, record: dict, require_tags: bool) -> N
     if tags is None:
         if require_tags:
             raise BertkitError(f'{where}: no "tags" field; expected {{"tokens": [...], "tags": [...]}}')
-        return NerExample(tokens, None, line)
+        return NerExample(tokens, None, line, record.get("id"))
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise BertkitError(f'{where}: "tags" must be a list of strings')
     if len(tags) != len(tokens):
         raise BertkitError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
     for i, tag in enumerate(tags):
         _check_tag(tag, f"{where}: token {i + 1}")
-    return NerExample(tokens, tags, line)
+    return NerExample(tokens, tags, line, record.get("id"))
 
 
-def _iter_conll(path: Path, require_tags: bool) -> Iterator[NerExample]:
+def _iter_conll(path: Path, require_tags: bool, encoding: str) -> Iterator[NerExample]:
     """Sentences of `token ... tag` lines: tab-separated, else whitespace-separated; first column token, last tag."""
     sentence: list[tuple[int, list[str]]] = []
     has_text = False
-    for number, text in iter_lines(path):
+    for number, text in iter_lines(path, encoding=encoding):
         has_text = has_text or bool(text.strip())
         columns = [c.strip() for c in text.split("\t") if c.strip()] if "\t" in text else text.split()
         if columns and columns[0] != "-DOCSTART-":
@@ -148,15 +146,10 @@ def label_list(examples: list[NerExample]) -> list[str]:
     return ["O"] + sorted(tags - {"O"})
 
 
-def _in_ranges(char: str, ranges: tuple[tuple[int, int], ...]) -> bool:
-    code = ord(char)
-    return any(low <= code <= high for low, high in ranges)
-
-
 def _is_word_char(char: str) -> bool:
     """Letters, digits, combining marks (Indic vowel signs) and format characters (zero-width joiners), not CJK."""
     category = unicodedata.category(char)
-    return (category[0] in "LNM" or category == "Cf") and not _in_ranges(char, _CJK_RANGES)
+    return (category[0] in "LNM" or category == "Cf") and not is_cjk(char)
 
 
 def join_words(words: list[str]) -> tuple[str, list[tuple[int, int]]]:
@@ -171,7 +164,7 @@ def join_words(words: list[str]) -> tuple[str, list[tuple[int, int]]]:
     for i, word in enumerate(words):
         previous = words[i - 1] if i else ""
         unspaced = bool(previous and word) and all(
-            _in_ranges(char, _UNSPACED_RANGES) for char in (previous[-1], word[0])
+            in_ranges(char, _UNSPACED_RANGES) for char in (previous[-1], word[0])
         )
         if i and not unspaced:
             parts.append(" ")
@@ -209,47 +202,6 @@ def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     return [text[a:b] for a, b in spans], spans
 
 
-def _window_word_ranges(lengths: list[int], budget: int, stride: int) -> list[tuple[int, int]]:
-    """[first, end) word ranges of windows holding at most `budget` pieces, consecutive ones sharing >= `stride`.
-
-    The overlap is whole words, so it can be slightly more than `stride` pieces (less only when the last word
-    of a window would not fit next to the next new word).
-    """
-    ranges = []
-    start = 0
-    while True:
-        end, used = start, 0
-        while end < len(lengths) and used + lengths[end] <= budget:
-            used += lengths[end]
-            end += 1
-        ranges.append((start, end))
-        if end == len(lengths):
-            return ranges
-        next_start, overlap = end, 0
-        while next_start - 1 > start and overlap < stride:
-            next_start -= 1
-            overlap += lengths[next_start]
-        while sum(lengths[next_start : end + 1]) > budget:  # the next window must reach at least one new word
-            next_start += 1
-        start = next_start
-
-
-def _owners(lengths: list[int], ranges: list[tuple[int, int]]) -> list[int]:
-    """For each word, the window where it has the most context: BERT's SQuAD "max context" score."""
-    cumulative = [0]
-    for length in lengths:
-        cumulative.append(cumulative[-1] + length)
-    best: list[tuple[float, int]] = [(-1.0, -1)] * len(lengths)
-    for k, (first, end) in enumerate(ranges):
-        size = cumulative[end] - cumulative[first]
-        for w in range(first, end):
-            left, right = cumulative[w] - cumulative[first], cumulative[end] - cumulative[w + 1]
-            score = min(left, right) + 0.01 * size
-            if score > best[w][0]:
-                best[w] = (score, k)
-    return [k for _, k in best]
-
-
 def encode_ner(
     words: list[str],
     tokenizer: BertTokenizer,
@@ -283,8 +235,8 @@ def encode_ner(
     encodings = tokenizer.encode_batch(words) if words else []
     pieces = [e.input_ids[1:-1][:budget] or [tokenizer.unk_token_id] for e in encodings]
     lengths = [len(p) for p in pieces]
-    ranges = _window_word_ranges(lengths, budget, stride)
-    owners = _owners(lengths, ranges)
+    ranges = overlapping_windows(lengths, budget, stride)
+    owners = max_context_owners(lengths, ranges)
 
     windows = []
     for k, (first, end) in enumerate(ranges):

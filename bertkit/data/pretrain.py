@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from bertkit.batching import IGNORE_INDEX, collate
+from bertkit.data.cjk import is_cjk
 from bertkit.data.io import check_corpus_files, stream_corpus_lines
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path, atomic_write_text
@@ -71,24 +72,11 @@ def _documents(lines: Iterable[str | None]) -> Iterator[list[str]]:
             document = []
 
 
-def _is_cjk(char: str) -> bool:
-    """The CJK ideograph blocks BERT's basic tokenizer treats as Chinese characters."""
-    code = ord(char)
-    return (
-        0x4E00 <= code <= 0x9FFF
-        or 0x3400 <= code <= 0x4DBF
-        or 0x20000 <= code <= 0x2A6DF
-        or 0x2A700 <= code <= 0x2CEAF
-        or 0xF900 <= code <= 0xFAFF
-        or 0x2F800 <= code <= 0x2FA1F
-    )
-
-
 def _looks_chinese(files: list[Path]) -> bool:
     """Whether more than 30% of the non-space characters of the first 1000 lines are CJK ideographs."""
     lines = itertools.islice((line for line in stream_corpus_lines(files) if line is not None), _DETECT_LINES)
     text = "".join("".join(line.split()) for line in lines)
-    return sum(map(_is_cjk, text)) > _CHINESE_SHARE * len(text)
+    return sum(map(is_cjk, text)) > _CHINESE_SHARE * len(text)
 
 
 def _fingerprint(files: list[Path], tokenizer: BertTokenizer, chinese_words: bool) -> str:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertkit.data.io import iter_jsonl, read_text
+from bertkit.data.io import DEFAULT_ENCODING, iter_jsonl, read_text
+from bertkit.data.windows import max_context_owners, stride_windows
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import BertTokenizer
 
@@ -50,9 +51,9 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _load_json(path: Path) -> Any:
-    """Parse a UTF-8 JSON file; decoding and syntax errors name the line (and column) at fault."""
-    text = read_text(path)  # whole, not split in lines: JSON strings may hold U+2028 and the like
+def _load_json(path: Path, encoding: str) -> Any:
+    """Parse a JSON file; decoding and syntax errors name the line (and column) at fault."""
+    text = read_text(path, encoding)  # whole, not split in lines: JSON strings may hold U+2028 and the like
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -129,7 +130,9 @@ def _check_answer(answer: object, context: str, where: str) -> dict:
     return {"text": text, "answer_start": start}
 
 
-def read_squad(path: str | os.PathLike, require_answers: bool = True) -> tuple[list[QAExample], bool]:
+def read_squad(
+    path: str | os.PathLike, require_answers: bool = True, encoding: str = DEFAULT_ENCODING
+) -> tuple[list[QAExample], bool]:
     """Read SQuAD v1.1/v2.0 JSON, checking every question and answer; also say whether the file is v2.0.
 
     A file is v2.0 if its "version" says so or any question is "is_impossible". With `require_answers`
@@ -137,7 +140,7 @@ def read_squad(path: str | os.PathLike, require_answers: bool = True) -> tuple[l
     inputs may omit them. Ids must be unique, since predictions are scored against gold answers by id.
     """
     path = Path(path)
-    root = _load_json(path)
+    root = _load_json(path, encoding)
     if not isinstance(root, dict) or "data" not in root:
         raise BertkitError(f'{path}: no "data" key; expected SQuAD JSON {{"version": ..., "data": [...]}}')
     articles = _list_field(root, "data", str(path))
@@ -186,20 +189,20 @@ def read_squad(path: str | os.PathLike, require_answers: bool = True) -> tuple[l
     return examples, version_2
 
 
-def iter_qa_jsonl(path: str | os.PathLike) -> Iterator[QAExample]:
+def iter_qa_jsonl(path: str | os.PathLike, encoding: str = DEFAULT_ENCODING) -> Iterator[QAExample]:
     """Prediction input, streamed: one {"question", "context", optional "id"} per line.
 
     The id defaults to the 0-based line index, so predictions can be matched to lines by id as well as by order.
     """
-    for line, record in iter_jsonl(path):
+    for line, record in iter_jsonl(path, encoding):
         where = f"{path}:{line}"
         question = _text_field(record, "question", where)
         context = _text_field(record, "context", where)
         yield QAExample(_id_field(record, str(line - 1), where), question, context, [])
 
 
-def read_qa_jsonl(path: str | os.PathLike) -> list[QAExample]:
-    return list(iter_qa_jsonl(path))
+def read_qa_jsonl(path: str | os.PathLike, encoding: str = DEFAULT_ENCODING) -> list[QAExample]:
+    return list(iter_qa_jsonl(path, encoding))
 
 
 def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]]) -> tuple[int, int] | None:
@@ -214,37 +217,6 @@ def _answer_tokens(example: QAExample, offsets: list[tuple[int, int]]) -> tuple[
     char_end = char_start + len(example.answers[0]["text"])
     overlapping = [i for i, (start, end) in enumerate(offsets) if start < char_end and end > char_start]
     return (overlapping[0], overlapping[-1]) if overlapping else None
-
-
-def _windows(n_tokens: int, window: int, doc_stride: int) -> list[tuple[int, int]]:
-    """(start, length) of each window over the context tokens, as BERT's run_squad.py lays them out.
-
-    Every window but the last is full; each starts `doc_stride` tokens (at most a full window) after the one
-    before, so none leaves a gap. A context with no tokens still gets one (empty) window.
-    """
-    spans = []
-    start = 0
-    while True:
-        length = min(n_tokens - start, window)
-        spans.append((start, length))
-        if start + length >= n_tokens:
-            return spans
-        start += min(length, doc_stride)
-
-
-def _max_context_window(spans: list[tuple[int, int]], n_tokens: int) -> list[int]:
-    """For each context token, the window where it sits most centrally (BERT's _check_is_max_context).
-
-    Score = min(tokens to the left, tokens to the right) + 0.01 * window length; the first window wins ties.
-    """
-    best_window = [0] * n_tokens
-    best_score = [-math.inf] * n_tokens
-    for w, (start, length) in enumerate(spans):
-        for token in range(start, start + length):
-            score = min(token - start, start + length - 1 - token) + 0.01 * length
-            if score > best_score[token]:
-                best_window[token], best_score[token] = w, score
-    return best_window
 
 
 def encode_qa(
@@ -276,11 +248,11 @@ def encode_qa(
                 f"its {len(question_ids)}-token question; raise max_length or lower max_query_length"
             )
         answer = _answer_tokens(example, context_offsets)
-        spans = _windows(len(context_ids), window, doc_stride)
-        best_window = _max_context_window(spans, len(context_ids))
+        spans = stride_windows(len(context_ids), window, doc_stride)
+        best_window = max_context_owners([1] * len(context_ids), spans)
         prefix = [cls, *question_ids, sep]
-        for w, (start, length) in enumerate(spans):
-            end = start + length
+        for w, (start, end) in enumerate(spans):
+            length = end - start
             start_position = end_position = 0
             if answer is not None and start <= answer[0] and answer[1] < end:
                 start_position = answer[0] - start + len(prefix)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from bertkit.data.io import DEFAULT_ENCODING
 from bertkit.errors import BertkitError
 
 if TYPE_CHECKING:
@@ -40,10 +41,13 @@ class Task(ABC):
     # The body of `POST /v1/predict` for this task: the request fields it takes, and how to say it in errors.
     request_fields: ClassVar[frozenset[str]]
     request_help: ClassVar[str]
+    # The answer to an input that cannot be predicted (an empty text); an "error" field goes next to these.
+    empty_prediction: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None, encoding: str = DEFAULT_ENCODING) -> None:
         known = {f.name for f in dataclasses.fields(self.Options)}
         self.options = self.Options(**{k: v for k, v in (settings or {}).items() if k in known})
+        self.encoding = encoding  # of the files this run reads: not a model setting, so not saved with it
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -79,7 +83,17 @@ class Task(ABC):
 
     @abstractmethod
     def from_text(self, text: str, line: int) -> Any:
-        """An unlabelled example from one raw text (a command-line argument or a line of a .txt file)."""
+        """An unlabelled example from one raw text (a command-line argument or a line of a .txt file), even a
+        blank one: `problem` then says why it cannot be predicted."""
+
+    def problem(self, example: Any) -> str | None:
+        """Why an example cannot be predicted (it then gets `empty_prediction` with this "error"), or None."""
+        return None
+
+    def example_id(self, example: Any) -> str | int:
+        """The input's own id where it has one, else its 1-based line or row number, so that every prediction
+        line joins back to its input."""
+        return example.id if example.id is not None else example.line
 
     def from_input(self, item: Any, line: int) -> Any:
         """An unlabelled example from one `predict` input of the Python API (a string by default)."""

@@ -34,6 +34,7 @@ class ClassifyTask(Task):
     outputs = {"logits": False}
     request_fields = frozenset({"texts", "text_pairs"})
     request_help = '{"texts": [...]} (and "text_pairs": [...] for sentence pairs)'
+    empty_prediction = {"label": None, "score": None, "scores": {}}
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[classify.ClassifyExample]:
         return list(self._iter(path, require_labels))
@@ -44,7 +45,7 @@ class ClassifyTask(Task):
     def _iter(self, path: str | os.PathLike, require_labels: bool) -> Iterator[classify.ClassifyExample]:
         o = self.options
         return classify.iter_classify(path, o.text_column, o.text_pair_column, o.label_column, o.multi_label,
-                                      require_labels)
+                                      require_labels, self.encoding)
 
     def from_records(self, records: list[dict[str, Any]], what: str,
                      require_labels: bool = True) -> list[classify.ClassifyExample]:
@@ -57,9 +58,11 @@ class ClassifyTask(Task):
                                            o.multi_label, require_labels))
 
     def from_text(self, text: str, line: int) -> classify.ClassifyExample:
-        if not text.strip():
-            raise BertkitError(f"line {line}: empty text")
         return classify.ClassifyExample(text, None, None, line)
+
+    def problem(self, example: classify.ClassifyExample) -> str | None:
+        blank = not example.text.strip() or (example.pair is not None and not example.pair.strip())
+        return "empty text" if blank else None
 
     def from_input(self, item: Any, line: int) -> classify.ClassifyExample:
         """A string, or a (text, pair) tuple for a model fine-tuned on sentence pairs."""
@@ -67,9 +70,8 @@ class ClassifyTask(Task):
             text, pair = item
             if not self.options.text_pair_column:
                 raise BertkitError(f"input {line}: a (text, pair) tuple, but the model was fine-tuned on single texts")
-            for part in item:
-                if not isinstance(part, str) or not part.strip():
-                    raise BertkitError(f"input {line}: a pair is two non-empty strings, got {item!r}")
+            if not all(isinstance(part, str) for part in item):
+                raise BertkitError(f"input {line}: a pair is two strings, got {item!r}")
             return classify.ClassifyExample(text, pair, None, line)
         return super().from_input(item, line)
 

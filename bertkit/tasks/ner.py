@@ -38,12 +38,13 @@ class NerTask(Task):
     outputs = {"logits": True}
     request_fields = frozenset({"texts"})
     request_help = '{"texts": [...]}'
+    empty_prediction = {"entities": [], "tags": []}
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[ner.NerExample]:
-        return ner.read_ner(path, require_tags=require_labels)
+        return ner.read_ner(path, require_tags=require_labels, encoding=self.encoding)
 
     def stream(self, path: str | os.PathLike) -> Iterator[ner.NerExample]:
-        return ner.iter_ner(path, require_tags=False)
+        return ner.iter_ner(path, require_tags=False, encoding=self.encoding)
 
     def from_records(self, records: list[dict[str, Any]], what: str, require_labels: bool = True) -> list[ner.NerExample]:
         examples = []
@@ -54,10 +55,10 @@ class NerTask(Task):
         return examples
 
     def from_text(self, text: str, line: int) -> ner.NerExample:
-        words, _ = ner.split_words(text)
-        if not words:
-            raise BertkitError(f"line {line}: empty text")
-        return _TextNerExample(words, None, line, text=text)
+        return _TextNerExample(ner.split_words(text)[0], None, line, text=text)
+
+    def problem(self, example: ner.NerExample) -> str | None:
+        return None if example.words else "empty text"
 
     def label_list(self, examples: list[ner.NerExample]) -> list[str]:
         return ner.label_list(examples)

@@ -39,15 +39,19 @@ class QATask(Task):
 
     def read(self, path: str | os.PathLike, require_labels: bool = True) -> list[qa.QAExample]:
         if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
-            return qa.read_qa_jsonl(path)
-        examples, version_2 = qa.read_squad(path, require_answers=require_labels)
+            return qa.read_qa_jsonl(path, self.encoding)
+        examples, version_2 = qa.read_squad(path, require_answers=require_labels, encoding=self.encoding)
         self.options.version_2 = self.options.version_2 or version_2
         return examples
 
     def stream(self, path: str | os.PathLike) -> Iterator[qa.QAExample]:
         if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
-            return qa.iter_qa_jsonl(path)
+            return qa.iter_qa_jsonl(path, self.encoding)
         return super().stream(path)
+
+    def example_id(self, example: qa.QAExample) -> str:
+        """The SQuAD id (a .jsonl line's "id", else its 0-based line index)."""
+        return example.id
 
     def from_text(self, text: str, line: int) -> qa.QAExample:
         raise BertkitError("question answering needs a question and a context: use --input FILE.jsonl "
