@@ -19,6 +19,7 @@ _EXPORTS = {
     "finetune": "bertkit.api",
     "load": "bertkit.api",
     "pretrain": "bertkit.api",
+    "baseline": "bertkit.baselines",
     "FineTuned": "bertkit.api",
     "BertkitError": "bertkit.errors",
     "TrainConfig": "bertkit.trainer",

@@ -191,6 +191,27 @@ def _serve(args: argparse.Namespace) -> None:
           fp32=args.fp32)
 
 
+# --- baseline ----------------------------------------------------------------------------------------------
+
+def _baseline_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.baselines import BaselineOptions
+    from bertkit.tasks.classify import ClassifyOptions
+
+    parser.add_argument("--train", required=True, help="training file (as for `finetune classify`)")
+    parser.add_argument("--test", required=True, help="labelled file to score on")
+    parser.add_argument("--out", help="also write metrics.json and predictions.jsonl here")
+    add_options(parser, ClassifyOptions, skip=("max_seq_len",))
+    add_options(parser, BaselineOptions)
+
+
+def _baseline(args: argparse.Namespace) -> None:
+    from bertkit.baselines import BaselineOptions, baseline
+    from bertkit.tasks.classify import ClassifyOptions
+
+    metrics = baseline(args.train, args.test, args.out, **_option_values(args, ClassifyOptions, BaselineOptions))
+    print(json.dumps(metrics, ensure_ascii=False))
+
+
 # --- export onnx -------------------------------------------------------------------------------------------
 
 def _export_onnx_flags(parser: argparse.ArgumentParser) -> None:
@@ -239,6 +260,8 @@ COMMANDS: dict[str, Command] = {
     "finetune": Command("fine-tune a pre-trained BERT on labelled data", children=_finetune_commands),
     "pretrain": Command("pre-train BERT (masked LM + next-sentence prediction) on raw text", _pretrain_flags, _pretrain),
     "evaluate": Command("score a fine-tuned model on a labelled file (one JSON object)", _evaluate_flags, _evaluate),
+    "baseline": Command("TF-IDF + logistic regression on a classification file, scored as `evaluate` scores",
+                        _baseline_flags, _baseline),
     "predict": Command("predict with a fine-tuned model (JSON lines, in input order)", _predict_flags, _predict),
     "serve": Command("serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)", _serve_flags, _serve),
     "export": Command("export a model for other runtimes", children=lambda: {

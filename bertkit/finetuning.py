@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from bertkit.baselines import PRIOR_KEY
 from bertkit.checkpoint import load_config, load_pretrained, refuse_to_replace_model, resolve_model_dir, save_model
 from bertkit.errors import BertkitError
 from bertkit.options import Options, option
@@ -78,6 +79,8 @@ def finetune(
     with tempfile.TemporaryDirectory(prefix=".bertkit-tmp-model-") as staging:
         model_dir = _start_from(model_name, tokenizer, Path(staging))
         config = task.config_for(load_config(model_dir), task.label_list(train_examples))
+        if (prior := task.label_prior(train_examples)) is not None:  # for evaluate's majority-class baseline
+            config.extra["bertkit"][PRIOR_KEY] = prior
         if dev_examples is not None:
             task.check_labels(dev_examples, config, dev if isinstance(dev, (str, os.PathLike)) else "dev")
         model, tokenizer, _ = load_pretrained(model_dir, task.architecture, config)

@@ -153,10 +153,15 @@ def _in_ranges(char: str, ranges: tuple[tuple[int, int], ...]) -> bool:
     return any(low <= code <= high for low, high in ranges)
 
 
+def is_cjk(char: str) -> bool:
+    """One of BERT's "Chinese characters" (CJK ideographs), each a word of its own."""
+    return _in_ranges(char, _CJK_RANGES)
+
+
 def _is_word_char(char: str) -> bool:
     """Letters, digits, combining marks (Indic vowel signs) and format characters (zero-width joiners), not CJK."""
     category = unicodedata.category(char)
-    return (category[0] in "LNM" or category == "Cf") and not _in_ranges(char, _CJK_RANGES)
+    return (category[0] in "LNM" or category == "Cf") and not is_cjk(char)
 
 
 def join_words(words: list[str]) -> tuple[str, list[tuple[int, int]]]:

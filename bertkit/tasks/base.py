@@ -107,6 +107,16 @@ class Task(ABC):
     def check_labels(self, examples: list[Any], config: BertConfig, path: str | os.PathLike) -> None:
         """Fail on labels the model does not know (a dev file with a label the training file lacks)."""
 
+    def label_prior(self, examples: list[Any]) -> dict[str, Any] | None:
+        """What the majority-class baseline predicts from, counted on labelled examples (saved with a new model
+        so `evaluate` can score the baseline without the training file); None where it needs nothing."""
+        return None
+
+    def prior_predictions(self, examples: list[Any], prior: dict[str, Any] | None) -> list[dict] | None:
+        """The majority-class (prior) baseline's prediction for each example, scored as the model's are;
+        None for tasks without one (QA)."""
+        return None
+
     @abstractmethod
     def features(self, examples: list[Any], tokenizer: BertTokenizer, config: BertConfig) -> list[Feature]:
         """Training features, labels included."""

@@ -98,6 +98,10 @@ class NerTask(Task):
             results.append({"entities": ner.decode_entities(text, spans, tags, scores), "tags": tags})
         return results
 
+    def prior_predictions(self, examples: list[ner.NerExample], prior: dict[str, Any] | None) -> list[dict]:
+        """Every word "O" (outside any entity): the majority tag of any NER data."""
+        return [{"entities": [], "tags": ["O"] * len(example.words)} for example in examples]
+
     def score(self, examples: list[ner.NerExample], predictions: list[dict], config) -> dict[str, Any]:
         from bertkit import metrics
 
