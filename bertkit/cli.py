@@ -58,6 +58,31 @@ def _finetune_commands() -> dict[str, Command]:
     return {name: Command(task.help, _finetune_flags(task), _finetune) for name, task in TASKS.items()}
 
 
+class _OtherTaskFlag(argparse.Action):
+    """A flag of other tasks only (`--crf` on classify): a one-line error naming the tasks that take it."""
+
+    def __init__(self, *args: Any, tasks: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tasks = tasks
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        raise BertkitError(f"{option_string} is a flag of `bertkit finetune {'|'.join(self.tasks)}` only")
+
+
+def _other_task_flags(parser: argparse.ArgumentParser, task: type) -> None:
+    from bertkit.options import flag_of
+    from bertkit.tasks import TASKS
+
+    own = {flag_of(f) for f in fields(task.Options)}
+    others: dict[str, list[str]] = {}
+    for name, other in TASKS.items():
+        for f in fields(other.Options):
+            if f.metadata.get("help") and flag_of(f) not in own:
+                others.setdefault(flag_of(f), []).append(name)
+    for flag, tasks in others.items():
+        parser.add_argument(flag, action=_OtherTaskFlag, tasks=tasks, nargs="?", help=argparse.SUPPRESS)
+
+
 def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
     def flags(parser: argparse.ArgumentParser) -> None:
         from bertkit.finetuning import FinetuneOptions
@@ -70,6 +95,7 @@ def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
         add_options(parser, task.Options)
         add_options(parser, TrainConfig)
         add_options(parser, FinetuneOptions)
+        _other_task_flags(parser, task)
         parser.set_defaults(task_name=task.name)
 
     return flags
