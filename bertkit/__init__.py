@@ -20,6 +20,7 @@ _EXPORTS = {
     "load": "bertkit.api",
     "pretrain": "bertkit.api",
     "baseline": "bertkit.baselines",
+    "tune": "bertkit.tuning",
     "FineTuned": "bertkit.api",
     "BertkitError": "bertkit.errors",
     "TrainConfig": "bertkit.trainer",

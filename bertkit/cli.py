@@ -118,6 +118,45 @@ def _finetune(args: argparse.Namespace) -> None:
         print(f"model in {args.out}", file=sys.stderr)
 
 
+# --- tune TASK ---------------------------------------------------------------------------------------------
+
+def _tune_commands() -> dict[str, Command]:
+    from bertkit.tasks import TASKS
+
+    return {name: Command(f"search hyper-parameters of `finetune {name}` on the dev score (Optuna)",
+                          _tune_flags(task), _tune) for name, task in TASKS.items()}
+
+
+def _tune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
+    def flags(parser: argparse.ArgumentParser) -> None:
+        from bertkit.trainer import TrainConfig
+        from bertkit.tuning import SEARCHED, TuneOptions
+
+        parser.add_argument("--train", required=True, help="training file")
+        parser.add_argument("--dev", required=True, help="dev file: the score the search maximises")
+        parser.add_argument("--out", required=True, help="output directory (the study, the best model, the leaderboard)")
+        parser.add_argument("--model", help="pre-trained model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
+        add_options(parser, TuneOptions)
+        add_options(parser, task.Options)
+        add_options(parser, TrainConfig, skip=SEARCHED)
+        parser.set_defaults(task_name=task.name)
+
+    return flags
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from bertkit.tasks import TASKS
+    from bertkit.trainer import TrainConfig
+    from bertkit.tuning import TuneOptions, tune
+
+    task = TASKS[args.task_name]
+    options = _option_values(args, task.Options, TrainConfig, TuneOptions)
+    result = tune(task.name, args.train, args.dev, args.out, args.model, **options)
+    settings = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.params.items())
+    print(f"best dev {task.main_metric} {result.value:.4f} ({settings}); model in {result.model.directory}, "
+          f"trials in {args.out}/leaderboard.csv", file=sys.stderr)
+
+
 # --- pretrain ----------------------------------------------------------------------------------------------
 
 def _pretrain_flags(parser: argparse.ArgumentParser) -> None:
@@ -284,6 +323,7 @@ COMMANDS: dict[str, Command] = {
         "train": Command("train a WordPiece vocab from plain-text files", _tokenizer_train_flags, _tokenizer_train),
     }),
     "finetune": Command("fine-tune a pre-trained BERT on labelled data", children=_finetune_commands),
+    "tune": Command("search fine-tuning hyper-parameters on the dev score (Optuna)", children=_tune_commands),
     "pretrain": Command("pre-train BERT (masked LM + next-sentence prediction) on raw text", _pretrain_flags, _pretrain),
     "evaluate": Command("score a fine-tuned model on a labelled file (one JSON object)", _evaluate_flags, _evaluate),
     "baseline": Command("TF-IDF + logistic regression on a classification file, scored as `evaluate` scores",

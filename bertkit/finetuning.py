@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from bertkit.baselines import PRIOR_KEY
+from bertkit.callbacks import Callback
 from bertkit.checkpoint import load_config, load_pretrained, refuse_to_replace_model, resolve_model_dir, save_model
 from bertkit.errors import BertkitError
 from bertkit.options import Options, option
@@ -65,10 +66,12 @@ def finetune(
     prepare_model: Callable[[nn.Module], nn.Module] | None = None,
     loss_fn: LossFn | None = None,
     tokenizer: BertTokenizer | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> History:
     """Fine-tune and keep the best model in `out_dir`. `train` and `dev` are paths or in-memory rows (see
     `Task.examples`). `prepare_model(model) -> model` runs on the loaded model before the optimizer is built
-    (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's own loss."""
+    (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's own loss. `callbacks` run
+    after the trainer's own (best model, early stopping, metrics.json): `tune` prunes trials with one."""
     FinetuneOptions(eval_batch_size=eval_batch_size, resume=resume, overwrite=overwrite)
     out = Path(out_dir)
     refuse_to_replace_model(out, overwrite, resume)
@@ -99,6 +102,7 @@ def finetune(
         model, features, train_config, out, tokenizer.pad_token_id, save,
         evaluate=evaluate if dev_examples is not None else None, main_metric=task.main_metric, loss_fn=loss_fn,
     )
+    trainer.callbacks += list(callbacks)
     history = trainer.fit(resume=resume)
     if history.best_epoch is not None:
         task.save_plots(out, history.epochs[history.best_epoch - 1]["dev"])
