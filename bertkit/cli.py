@@ -116,6 +116,9 @@ def _finetune(args: argparse.Namespace) -> None:
               file=sys.stderr)
     else:
         print(f"model in {args.out}", file=sys.stderr)
+    if (report := result.cross_validation) is not None:
+        summary = ", ".join(f"{k} {report['mean'][k]:.4f} ± {report['std'][k]:.4f}" for k in report["mean"])
+        print(f"{report['folds']}-fold cross-validation: {summary} (cross_validation.json)", file=sys.stderr)
 
 
 # --- tune TASK ---------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class FinetuneOptions(Options):
     eval_batch_size: int = option(64, "examples per batch when scoring the dev data", min=1)
     resume: bool = option(False, "continue an interrupted run in --out")
     overwrite: bool = option(False, "replace a model already in --out")
+    folds: int = option(0, "first cross-validate: K folds, mean and std of each metric in cross_validation.json "
+                           "(0: none); the model kept is then trained on all the data", min=0, metavar="K")
 
 
 def _start_from(model: ModelSource, tokenizer: BertTokenizer | None, staging: Path) -> Path:

@@ -105,6 +105,9 @@ class ClassifyTask(Task):
     def check_labels(self, examples: list[classify.ClassifyExample], config, path: str | os.PathLike) -> None:
         classify.check_labels(examples, config.label2id or {}, path)
 
+    def stratify_labels(self, examples: list[classify.ClassifyExample]) -> list[str] | None:
+        return None if self.options.multi_label else [e.label for e in examples]
+
     def label_prior(self, examples: list[classify.ClassifyExample]) -> dict[str, Any]:
         """How many examples carry each label (multi-label: each label an example has counts once)."""
         counts = Counter(label for e in examples for label in (e.label if isinstance(e.label, list) else [e.label]))
