@@ -127,20 +127,29 @@ def _finished(study: optuna.Study) -> list[Any]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
-def _keep_if_best(study: optuna.Study, trial_dir: Path, value: float, out: Path) -> None:
-    """Make `trial_dir` DIR/best when it beats every completed trial, else remove it."""
+def _settle(study: optuna.Study, out: Path) -> None:
+    """Promote the best completed trial's directory to DIR/best and remove every other trial directory.
+
+    Runs after each trial (Optuna has recorded its state by then) and when a search starts, so a search
+    killed anywhere, even mid-swap, still ends with DIR/best holding the study's best trial."""
     from optuna.trial import TrialState
 
-    completed = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    best = out / BEST_DIR
-    if completed and value <= max(completed) and best.is_dir():
-        shutil.rmtree(trial_dir)
-        return
-    old = out / f"{TEMP_PREFIX}old-best"
-    if best.exists():
-        best.rename(old)
-    trial_dir.rename(best)
-    shutil.rmtree(old, ignore_errors=True)
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    best_number = max(completed, key=lambda t: (t.value, -t.number)).number if completed else None
+    best, old = out / BEST_DIR, out / f"{TEMP_PREFIX}old-best"
+    trials = out / TRIALS_DIR
+    for trial_dir in sorted(trials.iterdir()) if trials.is_dir() else []:
+        if trial_dir.name == str(best_number) and (trial_dir / "model.safetensors").is_file():
+            if best.exists():
+                best.rename(old)
+            trial_dir.rename(best)
+        else:
+            shutil.rmtree(trial_dir)
+    if old.exists() and best.exists():  # the swap's leftover
+        shutil.rmtree(old)
+    elif old.exists():  # a swap cut short between its two renames: the previous best is all there is
+        old.rename(best)
+    shutil.rmtree(trials, ignore_errors=True)
 
 
 def write_leaderboard(study: optuna.Study, path: Path) -> None:
@@ -235,8 +244,8 @@ def tune(task: str, train: Any, dev: Any, out: str | os.PathLike, model: Any = N
     TrainConfig(**fixed)  # range errors now, not in the first trial
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / TRIALS_DIR, ignore_errors=True)  # a killed trial's half-trained model
     study = _open_study(out, search.sampler_seed, task_class.main_metric)
+    _settle(study, out)  # what a killed search left: a finished best trial's model, a half-trained one
 
     def objective(trial: optuna.Trial) -> float:
         trial_dir = out / TRIALS_DIR / str(trial.number)
@@ -248,12 +257,11 @@ def tune(task: str, train: Any, dev: Any, out: str | os.PathLike, model: Any = N
             shutil.rmtree(trial_dir, ignore_errors=True)
             raise
         if pruning.pruned:
-            shutil.rmtree(trial_dir, ignore_errors=True)
             raise optuna.TrialPruned()
-        _keep_if_best(study, trial_dir, history.best, out)
-        return history.best
+        return history.best  # its directory is promoted or removed once Optuna has recorded the score
 
     def report(study: optuna.Study, trial: Any) -> None:
+        _settle(study, out)
         write_leaderboard(study, out / "leaderboard.csv")
         print(f"trial {trial.number}: {trial.state.name.lower()}"
               + (f", dev {task_class.main_metric} {trial.value:.4f}" if trial.value is not None else ""), file=sys.stderr)
@@ -261,7 +269,6 @@ def tune(task: str, train: Any, dev: Any, out: str | os.PathLike, model: Any = N
     remaining = search.trials - len(_finished(study))
     if remaining > 0:
         study.optimize(objective, n_trials=remaining, timeout=search.timeout, callbacks=[report], catch=())
-    shutil.rmtree(out / TRIALS_DIR, ignore_errors=True)  # empty by now: each trial removes or promotes its own
     write_leaderboard(study, out / "leaderboard.csv")
     try:
         best = study.best_trial

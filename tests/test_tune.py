@@ -92,3 +92,59 @@ def test_bad_search_spaces_are_one_line_errors(tiny_model_dir, files, tmp_path, 
                             "--epochs-range", "4", "2"], capsys)
     assert code == 2 and "empty range" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_search_killed_with_sigkill_resumes_without_repeating_finished_trials(tiny_model_dir, files, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train, dev = files
+    out = tmp_path / "search"
+    command = [sys.executable, "-m", "bertkit.cli", "tune", "classify", "--model", str(tiny_model_dir), "--train",
+               str(train), "--dev", str(dev), "--out", str(out), "--trials", "3", "--lr-range", "1e-3", "5e-3",
+               "--epochs-range", "2", "3", "--batch-sizes", "4", "--seed-range", "0", "3"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while not ((out / "leaderboard.csv").exists() and _leaderboard(out)) and process.poll() is None:
+        assert time.monotonic() < deadline, "the first trial never finished"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # most likely in the second trial's training
+    process.wait()
+    storage = f"sqlite:///{out / 'study.db'}"
+    before = {t.number: (t.params, t.value) for t in optuna.load_study(study_name="bertkit", storage=storage).trials
+              if t.state.is_finished() and t.state.name != "FAIL"}
+    assert before, "a finished trial should be in the study"
+
+    result = bertkit.tune("classify", str(train), str(dev), out, model=str(tiny_model_dir), trials=3,
+                          lr_range=[1e-3, 5e-3], epochs_range=[2, 3], batch_sizes=[4], seed_range=[0, 3])
+    finished = [t for t in result.study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 3
+    for t in finished:  # the trials finished before the kill are the same trials, not run again
+        if t.number in before:
+            assert (t.params, t.value) == before[t.number]
+    assert all(t.state.name == "FAIL" for t in result.study.trials if t not in finished)
+    assert not (out / "trials").exists() and (out / "best" / "model.safetensors").is_file()
+    assert not list(out.glob(".bertkit-tmp-*"))
+
+
+def test_settling_after_a_kill_mid_swap_keeps_the_studys_best(tmp_path):
+    from bertkit.fileio import TEMP_PREFIX
+    from bertkit.tuning import _settle
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.75):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    out = tmp_path / "search"
+    for name, number in ((f"{TEMP_PREFIX}old-best", 0), ("trials/1", 1), ("trials/2", 2)):
+        (out / name).mkdir(parents=True)
+        (out / name / "model.safetensors").write_text(str(number))
+    _settle(study, out)  # killed after DIR/best moved aside, before trial 1 took its place; trial 2 half-trained
+    assert (out / "best" / "model.safetensors").read_text() == "1"
+    assert sorted(p.name for p in out.iterdir()) == ["best"]
+
+    (out / "best").rename(out / f"{TEMP_PREFIX}old-best")  # cut short with nothing to promote: the old best returns
+    _settle(study, out)
+    assert (out / "best" / "model.safetensors").read_text() == "1" and sorted(p.name for p in out.iterdir()) == ["best"]
