@@ -125,6 +125,10 @@ def finetune(
     )
     settings = FinetuneOptions(**extra)
     task, train_config = task_class(task_options), TrainConfig(**train_options)
+    if settings.mlm_weight:
+        from bertkit.auxiliary import mlm_hooks
+
+        prepare_model, loss_fn = mlm_hooks(settings.mlm_weight, model, prepare_model, loss_fn)
     hooks = {"prepare_model": prepare_model, "loss_fn": loss_fn, "tokenizer": tokenizer}
     report = None
     if settings.folds:

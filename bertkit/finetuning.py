@@ -37,6 +37,8 @@ class FinetuneOptions(Options):
     eval_batch_size: int = option(64, "examples per batch when scoring the dev data", min=1)
     resume: bool = option(False, "continue an interrupted run in --out")
     overwrite: bool = option(False, "replace a model already in --out")
+    mlm_weight: float = option(0.0, "add this times a masked-LM loss on each batch (for models with an MLM head)",
+                               min=0, metavar="λ")
     folds: int = option(0, "first cross-validate: K folds, mean and std of each metric in cross_validation.json "
                            "(0: none); the model kept is then trained on all the data", min=0, metavar="K")
 
