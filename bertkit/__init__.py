@@ -19,6 +19,8 @@ _EXPORTS = {
     "finetune": "bertkit.api",
     "load": "bertkit.api",
     "pretrain": "bertkit.api",
+    "baseline": "bertkit.baselines",
+    "tune": "bertkit.tuning",
     "FineTuned": "bertkit.api",
     "BertkitError": "bertkit.errors",
     "TrainConfig": "bertkit.trainer",

@@ -73,6 +73,14 @@ class FineTuned:
             self._history = History(**{k: record[k] for k in ("epochs", "steps", "best", "best_epoch") if k in record})
         return self._history
 
+    @property
+    def cross_validation(self) -> dict[str, Any] | None:
+        """`finetune(folds=K)`'s report: folds, mean, std and per_fold of each metric (None without folds)."""
+        from bertkit.folds import REPORT_FILE
+
+        path = self.directory / REPORT_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
     def predict(self, inputs: list[Any]) -> list[dict]:
         """One prediction per input, in order: strings (classification, NER), `(text, pair)` tuples, or
         `{"question": ..., "context": ...}` dicts (QA). An empty text gets the task's empty prediction with an
@@ -123,9 +131,31 @@ def finetune(
     )
     settings = FinetuneOptions(**extra)
     prepare_model = preparer(EfficientOptions(**efficient), then=prepare_model)
-    history = run(task_class(task_options, encoding=settings.encoding), train, out, model, dev, TrainConfig(**train_options),
-                  settings.eval_batch_size, settings.resume, settings.overwrite, prepare_model=prepare_model,
-                  loss_fn=loss_fn, tokenizer=tokenizer)
+    task, train_config = task_class(task_options, encoding=settings.encoding), TrainConfig(**train_options)
+    if settings.mlm_weight:
+        from bertkit.auxiliary import mlm_hooks
+
+        prepare_model, loss_fn = mlm_hooks(settings.mlm_weight, model, prepare_model, loss_fn)
+    hooks = {"prepare_model": prepare_model, "loss_fn": loss_fn, "tokenizer": tokenizer}
+    report = None
+    if settings.folds:
+        from bertkit.checkpoint import refuse_to_replace_model
+        from bertkit.folds import cross_validate
+        from bertkit.tasks.base import ReadExamples
+
+        if settings.resume:
+            raise BertkitError("--folds and --resume do not go together; cross-validate in a fresh run")
+        refuse_to_replace_model(Path(out), settings.overwrite)
+        train = ReadExamples(task.examples(train, "train"))  # read once, for the folds and the final model
+        report = cross_validate(task, train, model, train_config, settings.folds, settings.eval_batch_size, **hooks)
+    history = run(task, train, out, model, dev, train_config, settings.eval_batch_size, settings.resume,
+                  settings.overwrite, **hooks)
+    if report is not None:
+        from bertkit.callbacks import to_json
+        from bertkit.fileio import atomic_write_text
+        from bertkit.folds import REPORT_FILE
+
+        atomic_write_text(Path(out) / REPORT_FILE, to_json(report))
     return FineTuned(out, history)
 
 

@@ -58,6 +58,31 @@ def _finetune_commands() -> dict[str, Command]:
     return {name: Command(task.help, _finetune_flags(task), _finetune) for name, task in TASKS.items()}
 
 
+class _OtherTaskFlag(argparse.Action):
+    """A flag of other tasks only (`--crf` on classify): a one-line error naming the tasks that take it."""
+
+    def __init__(self, *args: Any, tasks: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tasks = tasks
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        raise BertkitError(f"{option_string} is a flag of `bertkit finetune {'|'.join(self.tasks)}` only")
+
+
+def _other_task_flags(parser: argparse.ArgumentParser, task: type) -> None:
+    from bertkit.options import flag_of
+    from bertkit.tasks import TASKS
+
+    own = {flag_of(f) for f in fields(task.Options)}
+    others: dict[str, list[str]] = {}
+    for name, other in TASKS.items():
+        for f in fields(other.Options):
+            if f.metadata.get("help") and flag_of(f) not in own:
+                others.setdefault(flag_of(f), []).append(name)
+    for flag, tasks in others.items():
+        parser.add_argument(flag, action=_OtherTaskFlag, tasks=tasks, nargs="?", help=argparse.SUPPRESS)
+
+
 def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
     def flags(parser: argparse.ArgumentParser) -> None:
         from bertkit.efficient import EfficientOptions
@@ -72,6 +97,7 @@ def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
         add_options(parser, TrainConfig)
         add_options(parser, FinetuneOptions)
         add_options(parser, EfficientOptions)
+        _other_task_flags(parser, task)
         parser.set_defaults(task_name=task.name)
 
     return flags
@@ -93,6 +119,48 @@ def _finetune(args: argparse.Namespace) -> None:
               file=sys.stderr)
     else:
         print(f"model in {args.out}", file=sys.stderr)
+    if (report := result.cross_validation) is not None:
+        summary = ", ".join(f"{k} {report['mean'][k]:.4f} ± {report['std'][k]:.4f}" for k in report["mean"])
+        print(f"{report['folds']}-fold cross-validation: {summary} (cross_validation.json)", file=sys.stderr)
+
+
+# --- tune TASK ---------------------------------------------------------------------------------------------
+
+def _tune_commands() -> dict[str, Command]:
+    from bertkit.tasks import TASKS
+
+    return {name: Command(f"search hyper-parameters of `finetune {name}` on the dev score (Optuna)",
+                          _tune_flags(task), _tune) for name, task in TASKS.items()}
+
+
+def _tune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
+    def flags(parser: argparse.ArgumentParser) -> None:
+        from bertkit.trainer import TrainConfig
+        from bertkit.tuning import SEARCHED, TuneOptions
+
+        parser.add_argument("--train", required=True, help="training file")
+        parser.add_argument("--dev", required=True, help="dev file: the score the search maximises")
+        parser.add_argument("--out", required=True, help="output directory (the study, the best model, the leaderboard)")
+        parser.add_argument("--model", help="pre-trained model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
+        add_options(parser, TuneOptions)
+        add_options(parser, task.Options)
+        add_options(parser, TrainConfig, skip=SEARCHED)
+        parser.set_defaults(task_name=task.name)
+
+    return flags
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from bertkit.tasks import TASKS
+    from bertkit.trainer import TrainConfig
+    from bertkit.tuning import TuneOptions, tune
+
+    task = TASKS[args.task_name]
+    options = _option_values(args, task.Options, TrainConfig, TuneOptions)
+    result = tune(task.name, args.train, args.dev, args.out, args.model, **options)
+    settings = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.params.items())
+    print(f"best dev {task.main_metric} {result.value:.4f} ({settings}); model in {result.model.directory}, "
+          f"trials in {args.out}/leaderboard.csv", file=sys.stderr)
 
 
 # --- pretrain ----------------------------------------------------------------------------------------------
@@ -198,6 +266,27 @@ def _serve(args: argparse.Namespace) -> None:
           fp32=args.fp32, adapters=parse_adapters(args.adapter))
 
 
+# --- baseline ----------------------------------------------------------------------------------------------
+
+def _baseline_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.baselines import BaselineOptions
+    from bertkit.tasks.classify import ClassifyOptions
+
+    parser.add_argument("--train", required=True, help="training file (as for `finetune classify`)")
+    parser.add_argument("--test", required=True, help="labelled file to score on")
+    parser.add_argument("--out", help="also write metrics.json and predictions.jsonl here")
+    add_options(parser, ClassifyOptions, skip=("max_seq_len",))
+    add_options(parser, BaselineOptions)
+
+
+def _baseline(args: argparse.Namespace) -> None:
+    from bertkit.baselines import BaselineOptions, baseline
+    from bertkit.tasks.classify import ClassifyOptions
+
+    metrics = baseline(args.train, args.test, args.out, **_option_values(args, ClassifyOptions, BaselineOptions))
+    print(json.dumps(metrics, ensure_ascii=False))
+
+
 # --- export onnx -------------------------------------------------------------------------------------------
 
 def _export_onnx_flags(parser: argparse.ArgumentParser) -> None:
@@ -259,8 +348,11 @@ COMMANDS: dict[str, Command] = {
         "train": Command("train a WordPiece vocab from plain-text files", _tokenizer_train_flags, _tokenizer_train),
     }),
     "finetune": Command("fine-tune a pre-trained BERT on labelled data", children=_finetune_commands),
+    "tune": Command("search fine-tuning hyper-parameters on the dev score (Optuna)", children=_tune_commands),
     "pretrain": Command("pre-train BERT (masked LM + next-sentence prediction) on raw text", _pretrain_flags, _pretrain),
     "evaluate": Command("score a fine-tuned model on a labelled file (one JSON object)", _evaluate_flags, _evaluate),
+    "baseline": Command("TF-IDF + logistic regression on a classification file, scored as `evaluate` scores",
+                        _baseline_flags, _baseline),
     "predict": Command("predict with a fine-tuned model (JSON lines, in input order)", _predict_flags, _predict),
     "serve": Command("serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)", _serve_flags, _serve),
     "export": Command("export a model for other runtimes", children=lambda: {

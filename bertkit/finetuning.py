@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from bertkit.baselines import PRIOR_KEY
+from bertkit.callbacks import Callback
 from bertkit.checkpoint import load_config, load_pretrained, refuse_to_replace_model, resolve_model_dir, save_model
 from bertkit.data.io import ReadOptions
 from bertkit.efficient import check_base, save_trained
@@ -38,6 +40,10 @@ class FinetuneOptions(ReadOptions):
     eval_batch_size: int = option(64, "examples per batch when scoring the dev data", min=1)
     resume: bool = option(False, "continue an interrupted run in --out")
     overwrite: bool = option(False, "replace a model already in --out")
+    mlm_weight: float = option(0.0, "add this times a masked-LM loss on each batch (for models with an MLM head)",
+                               min=0, metavar="λ")
+    folds: int = option(0, "first cross-validate: K folds, mean and std of each metric in cross_validation.json "
+                           "(0: none); the model kept is then trained on all the data", min=0, metavar="K")
 
 
 def _start_from(model: ModelSource, tokenizer: BertTokenizer | None, staging: Path) -> Path:
@@ -67,10 +73,12 @@ def finetune(
     prepare_model: Callable[[nn.Module], nn.Module] | None = None,
     loss_fn: LossFn | None = None,
     tokenizer: BertTokenizer | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> History:
     """Fine-tune and keep the best model in `out_dir`. `train` and `dev` are paths or in-memory rows (see
     `Task.examples`). `prepare_model(model) -> model` runs on the loaded model before the optimizer is built
-    (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's own loss."""
+    (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's own loss. `callbacks` run
+    after the trainer's own (best model, early stopping, metrics.json): `tune` prunes trials with one."""
     FinetuneOptions(eval_batch_size=eval_batch_size, resume=resume, overwrite=overwrite)
     out = Path(out_dir)
     refuse_to_replace_model(out, overwrite, resume)
@@ -81,6 +89,8 @@ def finetune(
     with tempfile.TemporaryDirectory(prefix=".bertkit-tmp-model-") as staging:
         model_dir = _start_from(model_name, tokenizer, Path(staging))
         config = task.config_for(load_config(model_dir), task.label_list(train_examples))
+        if (prior := task.label_prior(train_examples)) is not None:  # for evaluate's majority-class baseline
+            config.extra["bertkit"][PRIOR_KEY] = prior
         if dev_examples is not None:
             task.check_labels(dev_examples, config, dev if isinstance(dev, (str, os.PathLike)) else "dev")
         model, tokenizer, _ = load_pretrained(model_dir, task.architecture, config)
@@ -103,6 +113,7 @@ def finetune(
         model, features, train_config, out, tokenizer.pad_token_id, save,
         evaluate=evaluate if dev_examples is not None else None, main_metric=task.main_metric, loss_fn=loss_fn,
     )
+    trainer.callbacks += list(callbacks)
     history = trainer.fit(resume=resume)
     if history.best_epoch is not None:
         task.save_plots(out, history.epochs[history.best_epoch - 1]["dev"])

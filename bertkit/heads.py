@@ -248,6 +248,12 @@ class BertForTokenClassification(_HeadModel):
         self.dropout = Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self._init_head()
+        settings = config.extra.get("bertkit") or {}
+        if settings.get("crf"):  # `finetune ner --crf`: a CRF over the tag scores, saved beside the head
+            from bertkit.crf import CRF
+
+            labels = [config.id2label[i] for i in range(config.num_labels)]
+            self.crf = CRF(labels, settings.get("crf_lr"))
 
     def forward(
         self,
@@ -260,7 +266,10 @@ class BertForTokenClassification(_HeadModel):
         _check_hf_keywords(self, hf_keywords)
         hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
         logits = self.classifier(self.dropout(hidden))
-        return Output(logits, _cross_entropy(logits, labels) if labels is not None else None)
+        if labels is None:
+            return Output(logits, None)
+        crf = getattr(self, "crf", None)
+        return Output(logits, crf.loss(logits, labels) if crf is not None else _cross_entropy(logits, labels))
 
 
 class BertForQuestionAnswering(_HeadModel):

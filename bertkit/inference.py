@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bertkit.baselines import prior_metrics
 from bertkit.checkpoint import load_config, load_pretrained, resolve_model_dir
 from bertkit.data.io import DEFAULT_ENCODING, ReadOptions, iter_lines
 from bertkit.errors import BertkitError
@@ -191,7 +192,10 @@ class Predictor:
         """Metrics on labelled data: a path, or rows in memory (see Task.examples)."""
         examples = self.task.examples(data, "data")
         self.task.check_labels(examples, self.config, data if isinstance(data, (str, os.PathLike)) else "data")
-        return self.task.score(examples, self.predict(examples), self.config)
+        metrics = self.task.score(examples, self.predict(examples), self.config)
+        if (prior := prior_metrics(self.task, examples, self.config)) is not None:
+            metrics["prior"] = prior  # the majority-class baseline, to read the model's score against
+        return metrics
 
 
 def count_complete_lines(path: Path) -> tuple[int, int]:

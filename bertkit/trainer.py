@@ -84,10 +84,15 @@ def set_seed(seed: int) -> None:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no weight decay on biases and LayerNorm weights (every parameter under two dims)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    """AdamW with no weight decay on biases and LayerNorm weights (every parameter under two dims).
+    Parameters that carry an `own_lr` attribute (a CRF's transitions) train at that rate, without decay."""
+    trained = [p for p in model.parameters() if p.requires_grad and not hasattr(p, "own_lr")]
+    decay = [p for p in trained if p.dim() >= 2]
+    no_decay = [p for p in trained if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    for own_lr in sorted({p.own_lr for p in model.parameters() if p.requires_grad and hasattr(p, "own_lr")}):
+        own = [p for p in model.parameters() if p.requires_grad and getattr(p, "own_lr", None) == own_lr]
+        groups.append({"params": own, "weight_decay": 0.0, "lr": own_lr})
     # The fused kernel (CPU and CUDA) updates every tensor in one pass: 4.8 ms a step for BERT-mini here,
     # against 27 ms for the per-tensor loop.
     return torch.optim.AdamW(groups, lr=lr, fused=True)
@@ -227,7 +232,7 @@ class Trainer:
         self.history = History(**state["history"])
         self._check_fingerprint(state.get("fingerprint", {}))
         if self.config.allow_changes:  # a new peak rate takes effect from here on
-            self.scheduler.base_lrs = [self.config.lr] * len(self.scheduler.base_lrs)
+            self.scheduler.base_lrs[:2] = [self.config.lr] * 2  # groups of their own (a CRF's) keep their rate
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])

@@ -17,7 +17,7 @@ from bertkit.data.ner import (
     label_list,
     read_ner,
     split_words,
-    word_predictions,
+    word_logits,
 )
 from bertkit.errors import BertkitError
 from bertkit.metrics import get_entities
@@ -168,7 +168,8 @@ def test_long_sentence_windows_own_every_word_once_and_round_trip(
                 gold = LABEL2ID[tags[word]]
                 rows[position, gold if label != -100 else (gold + 1) % len(LABELS)] = 20.0
         logits.append(rows)
-    label_ids, scores = word_predictions(windows, logits, len(words))
+    probabilities, best = word_logits(windows, logits, len(words)).softmax(-1).max(-1)
+    label_ids, scores = best.tolist(), probabilities.tolist()
     predicted = [LABELS[i] for i in label_ids]
     assert predicted == tags
     assert all(score > 0.999 for score in scores)

@@ -256,26 +256,21 @@ def encode_ner(
     return windows
 
 
-def word_predictions(
-    windows: list[NerWindow], window_logits: list[torch.Tensor], num_words: int
-) -> tuple[list[int], list[float]]:
-    """Per word: the argmax label id and its softmax probability, from the word's first piece in its owning window.
+def word_logits(windows: list[NerWindow], window_logits: list[torch.Tensor], num_words: int) -> torch.Tensor:
+    """(words, labels): each word's scores, from its first piece in its owning window.
 
     Each logits tensor is (tokens, labels) for its window; trailing padding rows are ignored.
     """
-    label_ids: list[int | None] = [None] * num_words
-    scores = [0.0] * num_words
+    rows: list[torch.Tensor | None] = [None] * num_words
     for window, logits in zip(windows, window_logits, strict=True):
-        probabilities, best = logits[: len(window.input_ids)].float().softmax(-1).max(-1)
-        probabilities, best = probabilities.tolist(), best.tolist()
         previous = None
         for position, (word, owned) in enumerate(zip(window.word_ids, window.owned)):
             if owned and word != previous:
-                label_ids[word], scores[word] = best[position], probabilities[position]
+                rows[word] = logits[position]
             previous = word
-    if None in label_ids:
-        raise ValueError(f"no window owns word {label_ids.index(None)} of {num_words}; windows and sentence differ")
-    return label_ids, scores
+    if None in rows:
+        raise ValueError(f"no window owns word {rows.index(None)} of {num_words}; windows and sentence differ")
+    return torch.stack(rows).float()
 
 
 def decode_entities(

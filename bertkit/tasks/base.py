@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from bertkit.tokenizer import BertTokenizer
 
 
+class ReadExamples(list):
+    """Examples already read and checked (a fold of cross-validation): `Task.examples` passes them through."""
+
+
 class Task(ABC):
     name: ClassVar[str]
     help: ClassVar[str]  # one line for `bertkit finetune --help`
@@ -73,6 +77,8 @@ class Task(ABC):
         in errors ("train", "dev")."""
         if isinstance(data, (str, os.PathLike)):
             return self.read(data, require_labels)
+        if isinstance(data, ReadExamples):
+            return list(data)
         if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame, without importing pandas
             data = data.to_dict(orient="records")
         if not isinstance(data, list):
@@ -120,6 +126,20 @@ class Task(ABC):
 
     def check_labels(self, examples: list[Any], config: BertConfig, path: str | os.PathLike) -> None:
         """Fail on labels the model does not know (a dev file with a label the training file lacks)."""
+
+    def stratify_labels(self, examples: list[Any]) -> list[str] | None:
+        """One label per example for stratified cross-validation folds; None where folds are plain random."""
+        return None
+
+    def label_prior(self, examples: list[Any]) -> dict[str, Any] | None:
+        """What the majority-class baseline predicts from, counted on labelled examples (saved with a new model
+        so `evaluate` can score the baseline without the training file); None where it needs nothing."""
+        return None
+
+    def prior_predictions(self, examples: list[Any], prior: dict[str, Any] | None) -> list[dict] | None:
+        """The majority-class (prior) baseline's prediction for each example, scored as the model's are;
+        None for tasks without one (QA)."""
+        return None
 
     @abstractmethod
     def features(self, examples: list[Any], tokenizer: BertTokenizer, config: BertConfig) -> list[Feature]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,26 +107,49 @@ class ClassifyTask(Task):
     def check_labels(self, examples: list[classify.ClassifyExample], config, path: str | os.PathLike) -> None:
         classify.check_labels(examples, config.label2id or {}, path)
 
+    def stratify_labels(self, examples: list[classify.ClassifyExample]) -> list[str] | None:
+        return None if self.options.multi_label else [e.label for e in examples]
+
+    def label_prior(self, examples: list[classify.ClassifyExample]) -> dict[str, Any]:
+        """How many examples carry each label (multi-label: each label an example has counts once)."""
+        counts = Counter(label for e in examples for label in (e.label if isinstance(e.label, list) else [e.label]))
+        return {"examples": len(examples), "counts": dict(sorted(counts.items()))}
+
+    def prior_predictions(self, examples: list[classify.ClassifyExample], prior: dict[str, Any] | None) -> list[dict]:
+        """Always the most frequent label (ties: the first in sorted order); multi-label: every label that
+        more than half of the examples carry."""
+        counts, total = prior["counts"], prior["examples"]
+        scores = {label: count / total for label, count in counts.items()}
+        if self.options.multi_label:
+            label: str | list[str] = [name for name, share in scores.items() if share > 0.5]
+            score = max(scores.values())
+        else:
+            label = max(sorted(counts), key=counts.__getitem__)
+            score = scores[label]
+        return [{"label": label, "score": score, "scores": scores} for _ in examples]
+
     def features(self, examples: list[classify.ClassifyExample], tokenizer, config) -> list:
         return classify.encode_classify(examples, tokenizer, self.options.max_seq_len, config.label2id)
 
     def predict(self, model, tokenizer, examples: list[classify.ClassifyExample], batch_size: int) -> list[dict]:
         import torch
 
-        id2label = model.config.id2label
-        results: list[dict] = []
+        labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
         features = classify.encode_classify(examples, tokenizer, self.options.max_seq_len)
+        results: list[dict] = []
         for row in self._rows(model, features, batch_size, tokenizer):
             logits = row["logits"]
             probs = (torch.sigmoid(logits) if self.options.multi_label else torch.softmax(logits, dim=-1)).tolist()
-            scores = {id2label[j]: p for j, p in enumerate(probs)}
-            if self.options.multi_label:  # every label above one half; score = the most confident one's
-                results.append({"label": [label for label, p in scores.items() if p > 0.5], "score": max(probs),
-                                "scores": scores})
-            else:
-                best = max(range(len(probs)), key=probs.__getitem__)
-                results.append({"label": id2label[best], "score": probs[best], "scores": scores})
+            results.append(self.prediction(probs, labels))
         return results
+
+    def prediction(self, probs: list[float], labels: list[str]) -> dict[str, Any]:
+        """The JSON of one prediction from its probabilities in label order (softmax, or sigmoid per label)."""
+        scores = dict(zip(labels, probs))
+        if self.options.multi_label:  # every label above one half; score = the most confident one's
+            return {"label": [label for label, p in scores.items() if p > 0.5], "score": max(probs), "scores": scores}
+        best = max(range(len(probs)), key=probs.__getitem__)
+        return {"label": labels[best], "score": probs[best], "scores": scores}
 
     def score(self, examples: list[classify.ClassifyExample], predictions: list[dict], config) -> dict[str, Any]:
         from bertkit import metrics

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bertkit.data import ner
 from bertkit.errors import BertkitError
 from bertkit.options import Options, option
@@ -18,6 +20,8 @@ from bertkit.tasks.base import Task
 class NerOptions(Options):
     max_seq_len: int = option(128, "longest window, in tokens", min=8)
     stride: int = option(32, "overlap, in tokens, of windows over long sentences", min=0)
+    crf: bool = option(False, "a CRF over the tag scores (BIO/BIOES-constrained Viterbi decoding)")
+    crf_lr: float = option(5e-3, "with --crf: learning rate of the CRF's transition scores", above=0)
 
 
 @dataclass
@@ -86,11 +90,18 @@ class NerTask(Task):
         windows = [self._windows(example, tokenizer, None) for example in examples]
         features = [{"input_ids": w.input_ids, "token_type_ids": w.token_type_ids} for ws in windows for w in ws]
         logits = [row["logits"] for row in self._rows(model, features, batch_size, tokenizer)]
-        results, cursor = [], 0
+        word_scores, cursor = [], 0
         for example, example_windows in zip(examples, windows):
-            window_logits = logits[cursor : cursor + len(example_windows)]
+            word_scores.append(ner.word_logits(example_windows, logits[cursor : cursor + len(example_windows)],
+                                               len(example.words)))
             cursor += len(example_windows)
-            label_ids, scores = ner.word_predictions(example_windows, window_logits, len(example.words))
+        if self.options.crf:
+            paths = self._crf_decode(model, word_scores)
+        else:
+            paths = [scores.argmax(-1).tolist() for scores in word_scores]
+        results = []
+        for example, label_ids, word_logits in zip(examples, paths, word_scores):
+            scores = word_logits.softmax(-1)[torch.arange(len(label_ids)), label_ids].tolist()
             tags = [id2label[i] for i in label_ids]
             if isinstance(example, _TextNerExample):  # offsets into the text exactly as the user gave it
                 text, spans = example.text, ner.split_words(example.text)[1]
@@ -98,6 +109,25 @@ class NerTask(Task):
                 text, spans = ner.join_words(example.words)
             results.append({"entities": ner.decode_entities(text, spans, tags, scores), "tags": tags})
         return results
+
+    def _crf_decode(self, model, word_scores: list[torch.Tensor]) -> list[list[int]]:
+        """The CRF's best tag sequence of each example, all decoded in one batch."""
+        crf = getattr(model, "crf", None)
+        if crf is None:
+            raise BertkitError("this model was fine-tuned with --crf, but the CRF is not in the loaded model "
+                               "(the ONNX backend runs without it; use --backend torch)")
+        from torch.nn.utils.rnn import pad_sequence
+
+        device = crf.transitions.device
+        lengths = [len(scores) for scores in word_scores]
+        emissions = pad_sequence(word_scores, batch_first=True).to(device)
+        mask = torch.arange(emissions.shape[1], device=device)[None] < torch.tensor(lengths, device=device)[:, None]
+        paths = crf.best_paths(emissions, mask).tolist()
+        return [path[:length] for path, length in zip(paths, lengths)]
+
+    def prior_predictions(self, examples: list[ner.NerExample], prior: dict[str, Any] | None) -> list[dict]:
+        """Every word "O" (outside any entity): the majority tag of any NER data."""
+        return [{"entities": [], "tags": ["O"] * len(example.words)} for example in examples]
 
     def score(self, examples: list[ner.NerExample], predictions: list[dict], config) -> dict[str, Any]:
         from bertkit import metrics
