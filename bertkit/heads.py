@@ -50,6 +50,16 @@ def _first_token(input_ids: torch.Tensor) -> torch.Tensor:
     return positions
 
 
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+    """(batch, seq, hidden) token vectors -> (batch, hidden), reading real tokens only (transformers #22137)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    real = attention_mask.bool()[..., None]  # (batch, seq, 1)
+    if pooling == "max":
+        return hidden.masked_fill(~real, torch.finfo(hidden.dtype).min).amax(dim=1)
+    return (hidden * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+
+
 @dataclass
 class Output:
     logits: torch.Tensor
@@ -196,6 +206,11 @@ class BertForNextSentencePrediction(_HeadModel):
 class BertForSequenceClassification(_HeadModel):
     """Pooled [CLS] -> dropout -> linear. Single- or multi-label classification, or regression.
 
+    With `classifier_pooling: "mean"` in config.json (SetFit and sentence-encoder zero-shot models) the
+    linear layer reads the mean of the real tokens' vectors instead, L2-normalised when
+    `classifier_normalize` is true: a sentence embedding, so a logistic regression fitted on embeddings
+    is this layer. transformers ignores these two fields and reads [CLS], so it scores such models otherwise.
+
     `config.problem_type` picks the loss, as in Hugging Face; when unset it is inferred from the labels:
     one output is regression (MSE), integer labels are single-label (softmax cross-entropy), float label
     vectors are multi-label (sigmoid, binary cross-entropy).
@@ -217,7 +232,13 @@ class BertForSequenceClassification(_HeadModel):
         **hf_keywords: object,
     ) -> Output:
         _check_hf_keywords(self, hf_keywords)
-        pooled = self.bert(input_ids, attention_mask, token_type_ids, output_positions=_first_token(input_ids)).pooler_output
+        if self.config.extra.get("classifier_pooling", "cls") == "mean":
+            mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            pooled = pool(self.bert(input_ids, mask, token_type_ids).last_hidden_state, mask)
+            if self.config.extra.get("classifier_normalize", False):
+                pooled = F.normalize(pooled, dim=-1)
+        else:
+            pooled = self.bert(input_ids, attention_mask, token_type_ids, output_positions=_first_token(input_ids)).pooler_output
         logits = self.classifier(self.dropout(pooled))
         return Output(logits, self.loss(logits, labels) if labels is not None else None)
 

@@ -27,6 +27,8 @@ from bertkit.padding import UnpadInfo, last_layer_rows, scatter_rows, take_rows
 class EncoderOutput:
     last_hidden_state: torch.Tensor  # (batch, seq, hidden)
     pooler_output: torch.Tensor | None  # (batch, hidden); None when the model has no pooler
+    # With output_hidden_states: the embeddings' output and each layer's, (batch, seq, hidden) each, as in HF.
+    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 class Embeddings(nn.Module):
@@ -134,6 +136,7 @@ class BertModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         unpad: bool = True,
         output_positions: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
     ) -> EncoderOutput:
         """input_ids (batch, seq); attention_mask 1 for real tokens, 0 for padding (right-padded).
 
@@ -144,7 +147,11 @@ class BertModel(nn.Module):
         for a classifier, the masked positions (and [CLS] for NSP) in pre-training. The last layer's output
         projection and feed-forward block run on them alone (Mosaic BERT's subset after attention); the other
         rows of last_hidden_state are zeros.
+
+        `output_hidden_states` also returns every layer's output (padded back), for embeddings from lower layers.
         """
+        if output_hidden_states and output_positions is not None:
+            raise BertkitError("output_hidden_states needs every position; it cannot go with output_positions")
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise BertkitError(
                 f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings {self.config.max_position_embeddings}"
@@ -161,14 +168,20 @@ class BertModel(nn.Module):
         wanted = rows = None
         if output_positions is not None:
             wanted, rows = last_layer_rows(output_positions, attention_mask, packed=unpadded is not None)
+        states = [x] if output_hidden_states else None
         for index, layer in enumerate(self.layers):
             x = layer(x, mask, unpadded, rows if index == len(self.layers) - 1 else None)
+            if states is not None:
+                states.append(x)
         if wanted is not None:
             x = scatter_rows(x, wanted, *input_ids.shape)
         elif unpadded is not None:
             x = unpadded.pad(x)
         pooled = self.pooler(x) if self.pooler is not None else None
-        return EncoderOutput(last_hidden_state=x, pooler_output=pooled)
+        hidden_states = None
+        if states is not None:
+            hidden_states = tuple(unpadded.pad(h) if unpadded is not None else h for h in states[:-1]) + (x,)
+        return EncoderOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states)
 
 
 def init_weights(module: nn.Module, std: float) -> None:

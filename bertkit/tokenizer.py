@@ -108,7 +108,7 @@ class BertTokenizer:
             config: dict[str, Any] = {}
             json_file, vocab_file = None, path
         elif path.is_dir():
-            config = _read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
+            config = read_json_object(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
             json_file, vocab_file = path / "tokenizer.json", path / "vocab.txt"
         else:
             raise BertkitError(f"tokenizer path not found: {path}")
@@ -297,7 +297,7 @@ class BertTokenizer:
 
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
     """Read a JSON config, naming the file when it is broken."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
