@@ -1,0 +1,134 @@
+"""PET-style zero-shot with the MLM head: scores against transformers' BertForMaskedLM, multi-token words, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import bertkit
+from bertkit.errors import BertkitError
+from bertkit.prompt import Prompt
+from tests.conftest import run_cli
+
+TEMPLATE = "{text} . the movie was [MASK] !"
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm_dir(tiny_model_dir, tmp_path_factory):
+    """A random BertForPreTraining saved by transformers, with the tiny vocabulary."""
+    import transformers
+
+    from bertkit.tokenizer import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(tiny_model_dir)
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(1)
+    model = transformers.BertForPreTraining(config)
+    with torch.no_grad():  # a visible output bias, so a mapping that drops it fails the comparison
+        model.cls.predictions.bias.normal_(0, 1)
+    path = tmp_path_factory.mktemp("tiny_mlm")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def classifier(path, verbalizer, calibrate=False, template=TEMPLATE):
+    return bertkit.prompt_classifier(template, verbalizer, model=path, calibrate=calibrate, batch_size=2)
+
+
+def test_single_word_scores_equal_transformers_fill_mask(tiny_mlm_dir):
+    import transformers
+
+    texts = ["good fun", "the plot was a boring story and the actor was awful"]
+    ours = classifier(tiny_mlm_dir, {"pos": ["great", "good"], "neg": ["awful"]}).word_log_probs(texts)
+    model = transformers.BertForMaskedLM.from_pretrained(str(tiny_mlm_dir)).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny_mlm_dir))
+    batch = tokenizer([TEMPLATE.format(text=t) for t in texts], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    probs = logits[batch["input_ids"] == tokenizer.mask_token_id].softmax(-1)  # (texts, vocab): fill-mask's scores
+    ids = tokenizer.convert_tokens_to_ids(["great", "good", "awful"])
+    torch.testing.assert_close(ours.exp(), probs[:, ids], atol=1e-5, rtol=1e-4)
+
+
+def test_multi_token_words_are_mean_log_probs_batched(tiny_mlm_dir):
+    prompt = classifier(tiny_mlm_dir, {"pos": ["good fun"], "neg": ["bad"]})
+    texts = ["good movie", "an awful film", "john smith lives in new york"]
+    batched = prompt.word_log_probs(texts)
+    model, tokenizer = prompt.model, prompt.tokenizer
+    for row, text in enumerate(texts):  # one text at a time, the two masks read by hand
+        ids = tokenizer.encode(f"{text} . the movie was [MASK] [MASK] !").input_ids
+        with torch.no_grad():
+            log_probs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+        masks = [i for i, t in enumerate(ids) if t == tokenizer.mask_token_id]
+        good, fun = tokenizer.encode("good fun").input_ids[1:3]
+        expected = (log_probs[masks[0], good] + log_probs[masks[1], fun]) / 2
+        assert batched[row, 0].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_chinese_label_words_are_one_mask_per_character(tiny_mlm_dir):
+    prompt = classifier(tiny_mlm_dir, {"pos": ["很好"], "neg": ["不"]}, template="{text}。[MASK]")
+    assert [len(pieces) for _, pieces in prompt.words] == [2, 1]
+    assert len(prompt.predict(["我喜欢电影"])) == 1
+
+
+def test_predict_and_calibration(tiny_mlm_dir):
+    plain = classifier(tiny_mlm_dir, {"pos": ["good"], "neg": ["bad"]})
+    calibrated = classifier(tiny_mlm_dir, {"pos": ["good"], "neg": ["bad"]}, calibrate=True)
+    [p], [c], [free] = plain.predict(["great film"]), calibrated.predict(["great film"]), plain.predict(["N/A"])
+    assert set(p) == {"label", "score", "scores"} and sum(p["scores"].values()) == pytest.approx(1)
+    ratio = {k: p["scores"][k] / free["scores"][k] for k in ("pos", "neg")}
+    assert c["scores"]["pos"] == pytest.approx(ratio["pos"] / sum(ratio.values()), abs=1e-5)
+    assert calibrated.predict(["N/A"])[0]["scores"]["pos"] == pytest.approx(0.5, abs=1e-5)
+    metrics = plain.evaluate([{"text": "great film", "label": "pos"}, {"text": "bad plot", "label": "neg"}])
+    assert set(metrics) >= {"accuracy", "macro_f1", "per_class"}
+
+
+def test_pair_template(tiny_mlm_dir):
+    prompt = classifier(tiny_mlm_dir, {"same": ["good"], "other": ["bad"]}, template="{text} ? [MASK] , {pair}")
+    assert len(prompt.predict([("good movie", "great film")])) == 1
+    with pytest.raises(BertkitError, match="holds \\{pair\\}; give \\(text, pair\\) tuples"):
+        prompt.predict(["good movie"])
+
+
+@pytest.mark.parametrize("template, verbalizer, message", [
+    ("{text} it was good", {"pos": ["good"], "neg": ["bad"]}, "exactly one \\[MASK\\]"),
+    ("it was [MASK]", {"pos": ["good"], "neg": ["bad"]}, "must hold \\{text\\}"),
+    (TEMPLATE, {"pos": ["good"], "neg": ["zebra"]}, "label 'neg': the word 'zebra' is not in the vocabulary"),
+    (TEMPLATE, {"pos": ["good"], "neg": []}, "label 'neg' has no verbalizer word"),
+    (TEMPLATE, {"pos": ["good"]}, "at least two labels"),
+])
+def test_prompt_errors(tiny_mlm_dir, template, verbalizer, message):
+    with pytest.raises(BertkitError, match=message):
+        classifier(tiny_mlm_dir, verbalizer, template=template)
+
+
+def test_a_model_without_an_mlm_head_is_refused(tiny_model_dir):
+    with pytest.raises(BertkitError, match="without a masked-LM head"):
+        classifier(tiny_model_dir, {"pos": ["good"], "neg": ["bad"]})
+
+
+def test_prompt_from_a_file_and_a_bad_one(tmp_path):
+    path = tmp_path / "prompt.json"
+    path.write_text('{"template": "{text} it was [MASK] .", "verbalizer": {"pos": "good", "neg": ["bad", "awful"]}}')
+    assert Prompt.load(path) == Prompt("{text} it was [MASK] .", {"pos": ["good"], "neg": ["bad", "awful"]})
+    with pytest.raises(BertkitError, match="a prompt is"):
+        Prompt.load({"template": "{text} [MASK]"})
+    with pytest.raises(BertkitError, match="label 'neg': the verbalizer gives a word or a list of words"):
+        Prompt.make("{text} [MASK]", {"pos": "good", "neg": 3})
+
+
+def test_cli_predict_with_a_prompt(tiny_mlm_dir, tmp_path, capsys):
+    path = tmp_path / "prompt.json"
+    path.write_text(json.dumps({"template": TEMPLATE, "verbalizer": {"pos": "good", "neg": "bad"}}), encoding="utf-8")
+    code, out, err = run_cli(["predict", "--model", str(tiny_mlm_dir), "--prompt", str(path), "--calibrate",
+                              "good fun", "bad plot"], capsys)
+    assert code == 0, err
+    expected = classifier(tiny_mlm_dir, {"pos": ["good"], "neg": ["bad"]}, calibrate=True).predict(["good fun", "bad plot"])
+    for line, prediction in zip(out.splitlines(), expected):
+        assert json.loads(line)["scores"] == pytest.approx(prediction["scores"], abs=1e-6)
+    code, _, err = run_cli(["predict", "--model", str(tiny_mlm_dir), "--calibrate", "good fun"], capsys)
+    assert code == 2 and "--calibrate goes with --prompt" in err
