@@ -5,6 +5,9 @@
     clf.predict(["great book"])        # the same JSON as `bertkit predict`
     clf.evaluate("test.csv")           # the same dict as `bertkit evaluate`
     clf = bertkit.load("runs/x")       # backend="onnx" for the exported graph
+    bertkit.embed(["a text"])          # sentence embeddings (mean pooling, L2 norm); also clf.embed(...)
+    bertkit.finetune("setfit", train="train.csv", out="runs/few", k=8)   # few-shot SetFit
+    bertkit.zeroshot({"pos": "a great movie", "neg": "an awful movie"}, out="runs/zs")
 
 Names are imported on first use, so `import bertkit` stays quick and loads neither torch nor matplotlib.
 """
@@ -21,6 +24,9 @@ _EXPORTS = {
     "pretrain": "bertkit.api",
     "baseline": "bertkit.baselines",
     "tune": "bertkit.tuning",
+    "embed": "bertkit.api",
+    "zeroshot": "bertkit.api",
+    "prompt_classifier": "bertkit.api",
     "FineTuned": "bertkit.api",
     "BertkitError": "bertkit.errors",
     "TrainConfig": "bertkit.trainer",

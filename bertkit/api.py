@@ -1,4 +1,5 @@
-"""The Python API: `finetune`, `load`, `pretrain`, and the fine-tuned model they hand back.
+"""The Python API: `finetune`, `load`, `pretrain`, `embed`, `zeroshot`, `prompt_classifier`, and the
+fine-tuned model they hand back.
 
 Each keyword is an option of the command line with the same name and default (both come from the
 option dataclasses), and bad input raises the same one-line BertkitError the command line prints.
@@ -16,9 +17,11 @@ from bertkit.errors import BertkitError
 from bertkit.options import split_keywords
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
     from bertkit.inference import Predictor
+    from bertkit.prompt import PromptClassifier
     from bertkit.tokenizer import BertTokenizer
     from bertkit.trainer import History
 
@@ -93,6 +96,16 @@ class FineTuned:
         """Metrics on labelled data: a path, a list of dicts or a DataFrame, read as the training data is."""
         return self.predictor.evaluate(data)
 
+    def embed(self, texts: list[str], **options: Any) -> np.ndarray:
+        """Sentence embeddings from this model's encoder, (len(texts), hidden) float32, as `bertkit embed`
+        computes them. `options`: pooling="mean"|"cls"|"max", normalize=True, layers="-1", max_seq_len."""
+        from bertkit.embeddings import EmbedOptions, encode
+
+        if self.options.backend != "torch":
+            raise BertkitError("embeddings need the torch backend; the ONNX graph returns the task's outputs only")
+        (embed_options,) = split_keywords(options, EmbedOptions, what="embed")
+        return encode(self.model, self.tokenizer, texts, batch_size=self.options.batch_size, **embed_options)
+
     def __repr__(self) -> str:
         return f"FineTuned({str(self.directory)!r})"
 
@@ -109,7 +122,7 @@ def finetune(
     tokenizer: BertTokenizer | None = None,
     **options: Any,
 ) -> FineTuned:
-    """Fine-tune a pre-trained BERT for `task` ("classify", "ner", "qa") and return the best model.
+    """Fine-tune a pre-trained BERT for `task` ("classify", "ner", "qa", "setfit") and return the best model.
 
     `train`/`dev`: a path, a list of dicts (classify: columns; ner: {"tokens", "tags"}) or a DataFrame.
     `model`: a directory, a hub id, or a bertkit model (a FineTuned, or a module with `tokenizer=`);
@@ -118,7 +131,18 @@ def finetune(
     `options`: every flag of `bertkit finetune TASK` (epochs=3, lr=5e-5, max_seq_len=128, ...), among them
     what trains: freeze="encoder" or N, peft="lora" | "bitfit" | "adapter" (with lora_rank, lora_alpha,
     lora_dropout, lora_targets, adapter_size); these run before `prepare_model`.
+
+    "setfit" (few-shot, same data as "classify"): contrastive pairs tune the encoder, then a logistic
+    regression on the embeddings becomes the head; options k, num_pairs, epochs, batch_size, lr, head_c,
+    seed, the classify columns and max_seq_len, overwrite. The result is a classify model directory.
     """
+    if task == "setfit":
+        from bertkit.setfit import train_setfit
+
+        if prepare_model is not None or loss_fn is not None or tokenizer is not None:
+            raise BertkitError("finetune setfit takes no prepare_model, loss_fn or tokenizer")
+        return FineTuned(out, train_setfit(train, out, model, dev, **options))
+
     from bertkit.efficient import EfficientOptions, preparer
     from bertkit.finetuning import FinetuneOptions
     from bertkit.finetuning import finetune as run
@@ -184,3 +208,47 @@ def pretrain(corpus: list[str | os.PathLike] | str | os.PathLike, out: str | os.
     settings, train_options = split_keywords(options, PretrainSettings, TrainConfig, what="pretrain")
     train = TrainConfig(**{**TRAIN_DEFAULTS, **train_options})
     return run(PretrainSettings(corpus=files, out=str(out), train=train, **settings))
+
+
+def embed(texts: list[str], model: str | os.PathLike | None = None, *, batch_size: int = 64, **options: Any) -> np.ndarray:
+    """Sentence embeddings of `texts` from any model directory's encoder (default the packaged
+    all-MiniLM-L6-v2), (len(texts), hidden) float32 in input order, as `bertkit embed` writes them.
+
+    `options`: pooling="mean"|"cls"|"max" (mean and max read real tokens only), normalize=True (L2),
+    layers="-1" (or (-1, -2): averaged before pooling), max_seq_len. The defaults are the
+    sentence-transformers recipe (mean pooling, L2 norm).
+    """
+    from bertkit.embeddings import EmbedOptions, encode, load_encoder
+
+    (embed_options,) = split_keywords(options, EmbedOptions, what="embed")
+    encoder, tokenizer = load_encoder(model)
+    return encode(encoder, tokenizer, texts, batch_size=batch_size, **embed_options)
+
+
+def zeroshot(labels: dict[str, str] | str | os.PathLike, *, out: str | os.PathLike, model: str | os.PathLike | None = None,
+             **options: Any) -> FineTuned:
+    """A zero-shot classifier from a sentence encoder: each text scores softmax(cosine(text, description) /
+    temperature) against each label's description. No training; saved to `out` as a classify model.
+
+    `labels`: {label: description} or a JSON file of that object. `options`: temperature=0.05, overwrite.
+    """
+    from bertkit.setfit import zeroshot_classifier
+
+    zeroshot_classifier(labels, out, model, **options)
+    return FineTuned(out)
+
+
+def prompt_classifier(prompt: str | os.PathLike | dict[str, Any], verbalizer: dict[str, Any] | str | os.PathLike | None = None,
+                      *, model: str | os.PathLike | None = None, calibrate: bool = False,
+                      batch_size: int = 32) -> PromptClassifier:
+    """Zero-shot classification with a masked-LM checkpoint (PET style); `.predict(texts)` gives the JSON
+    of a fine-tuned classifier, `.evaluate(data)` its metrics.
+
+    `prompt` is a template such as "{text} It was [MASK]." with `verbalizer` {label: word or [words]}
+    (a dict or a JSON file), or, without `verbalizer`, a dict or JSON file {"template", "verbalizer"}.
+    `calibrate` divides the scores by those of the content-free input "N/A".
+    """
+    from bertkit.prompt import Prompt, load_prompt_classifier
+
+    loaded = Prompt.load(prompt) if verbalizer is None else Prompt.make(str(prompt), verbalizer)
+    return load_prompt_classifier(model, loaded, calibrate, batch_size)

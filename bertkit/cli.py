@@ -55,7 +55,12 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 def _finetune_commands() -> dict[str, Command]:
     from bertkit.tasks import TASKS
 
-    return {name: Command(task.help, _finetune_flags(task), _finetune) for name, task in TASKS.items()}
+    commands = {name: Command(task.help, _finetune_flags(task), _finetune) for name, task in TASKS.items()}
+    commands["setfit"] = Command("few-shot: contrastive pairs, then a logistic-regression head on the embeddings "
+                                 "(same files as classify)", _setfit_flags, _setfit)
+    commands["zeroshot"] = Command("no training: a classifier by cosine similarity of the text to each label's description",
+                                   _zeroshot_flags, _zeroshot)
+    return commands
 
 
 class _OtherTaskFlag(argparse.Action):
@@ -163,6 +168,53 @@ def _tune(args: argparse.Namespace) -> None:
           f"trials in {args.out}/leaderboard.csv", file=sys.stderr)
 
 
+def _setfit_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.finetuning import FinetuneOptions
+    from bertkit.setfit import SetFitOptions
+    from bertkit.tasks.classify import ClassifyOptions
+
+    parser.add_argument("--train", required=True, help="training file (CSV/TSV/JSONL, as for classify)")
+    parser.add_argument("--dev", help="dev file, scored once at the end")
+    parser.add_argument("--out", required=True, help="output model directory (a classifier that predicts, serves and exports)")
+    parser.add_argument("--model", help="sentence encoder or any bertkit checkpoint (default: the packaged all-MiniLM-L6-v2)")
+    add_options(parser, ClassifyOptions, only=("max_seq_len", "text_column", "label_column"))
+    add_options(parser, SetFitOptions)
+    add_options(parser, FinetuneOptions, only=("overwrite",))
+
+
+def _setfit(args: argparse.Namespace) -> None:
+    from bertkit import api
+    from bertkit.setfit import SetFitOptions
+    from bertkit.tasks.classify import ClassifyOptions
+
+    options = _option_values(args, ClassifyOptions, SetFitOptions)
+    history = api.finetune("setfit", train=args.train, dev=args.dev, out=args.out, model=args.model,
+                           overwrite=args.overwrite, **options).history
+    epoch = history.epochs[0]
+    dev = f"; dev accuracy {history.best:.4f}" if history.best is not None else ""
+    print(f"SetFit on {epoch['examples']} examples, {epoch['pairs']} pairs{dev}; model in {args.out}", file=sys.stderr)
+
+
+def _zeroshot_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.finetuning import FinetuneOptions
+    from bertkit.setfit import ZeroShotOptions
+
+    parser.add_argument("--labels", required=True, help='a JSON file {"label": "description", ...}')
+    parser.add_argument("--out", required=True, help="output model directory")
+    parser.add_argument("--model", help="sentence encoder (default: the packaged all-MiniLM-L6-v2)")
+    add_options(parser, ZeroShotOptions)
+    add_options(parser, FinetuneOptions, only=("overwrite",))
+
+
+def _zeroshot(args: argparse.Namespace) -> None:
+    from bertkit import api
+    from bertkit.setfit import ZeroShotOptions
+
+    api.zeroshot(args.labels, out=args.out, model=args.model, overwrite=args.overwrite,
+                 **_option_values(args, ZeroShotOptions))
+    print(f"zero-shot classifier in {args.out}; run `bertkit predict --model {args.out}`", file=sys.stderr)
+
+
 # --- pretrain ----------------------------------------------------------------------------------------------
 
 def _pretrain_flags(parser: argparse.ArgumentParser) -> None:
@@ -221,7 +273,24 @@ def _predict_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted --output file: keep its whole lines, predict the rest")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    parser.add_argument("--prompt", metavar="FILE", help='zero-shot with the masked-LM head of --model (a pre-trained '
+                        'checkpoint): a JSON file {"template": "{text} ... [MASK] ...", "verbalizer": {"label": ["word"]}}')
+    parser.add_argument("--calibrate", action="store_true",
+                        help="with --prompt: divide the scores by those of the content-free input N/A")
     _inference_flags(parser)
+
+
+def _predict_prompt(args: argparse.Namespace) -> None:
+    """`predict --prompt`: the texts (or an input file's text column) through a PromptClassifier, to stdout."""
+    from bertkit import api
+    from bertkit.embeddings import read_texts
+
+    if args.output or args.resume or args.backend != "torch":
+        raise BertkitError("--prompt writes to stdout with the torch backend (no --output, --resume or --backend onnx)")
+    classifier = api.prompt_classifier(args.prompt, model=args.model, calibrate=args.calibrate, batch_size=args.batch_size)
+    texts = read_texts(args.input)[1] if args.input else args.texts
+    for prediction in classifier.predict(texts):
+        print(json.dumps(prediction, ensure_ascii=False))
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -231,6 +300,10 @@ def _predict(args: argparse.Namespace) -> None:
         raise BertkitError("give either --input FILE or texts on the command line")
     if (args.output or args.resume or args.overwrite) and not args.input:
         raise BertkitError("--output, --resume and --overwrite go with --input FILE")
+    if args.calibrate and not args.prompt:
+        raise BertkitError("--calibrate goes with --prompt FILE")
+    if args.prompt:
+        return _predict_prompt(args)
     model = _load(args)
     if args.input:
         written = predict_file(model.predictor, args.input, args.output, resume=args.resume, overwrite=args.overwrite)
@@ -285,6 +358,63 @@ def _baseline(args: argparse.Namespace) -> None:
 
     metrics = baseline(args.train, args.test, args.out, **_option_values(args, ClassifyOptions, BaselineOptions))
     print(json.dumps(metrics, ensure_ascii=False))
+
+
+# --- embed, similar ---------------------------------------------------------------------------------------
+
+def _embedding_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.embeddings import EmbedOptions
+
+    parser.add_argument("--model", default=None, help="model directory or hub id (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--text-column", default="text", help="text column of a CSV/TSV/JSONL input")
+    add_options(parser, EmbedOptions)
+    _inference_flags(parser, only=("batch_size",))
+
+
+def _encode_file(args: argparse.Namespace, path: str, extra: Sequence[str] = ()) -> tuple[list[int], list[str], Any]:
+    """(ids, texts, vectors) of a file's texts, and of `extra` texts after them."""
+    from bertkit import api
+    from bertkit.embeddings import EmbedOptions, read_texts
+
+    ids, texts = read_texts(path, args.text_column)
+    vectors = api.embed(texts + list(extra), args.model, batch_size=args.batch_size, **_option_values(args, EmbedOptions))
+    return ids, texts, vectors
+
+
+def _embed_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="a .txt file (one text per line) or a CSV/TSV/JSONL file")
+    parser.add_argument("--output", required=True, help='F.npy (rows in input order) or F.jsonl ({"id", "embedding"} per line)')
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    _embedding_flags(parser)
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from bertkit.embeddings import check_output, write_embeddings
+
+    output = Path(args.output)
+    check_output(output, args.overwrite)  # before the model runs, not after
+    ids, _, vectors = _encode_file(args, args.input)
+    write_embeddings(output, ids, vectors)
+    print(f"wrote {len(ids)} embeddings of size {vectors.shape[1]} to {output}", file=sys.stderr)
+
+
+def _similar_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True, help="a .txt file (one text per line) or a CSV/TSV/JSONL file")
+    parser.add_argument("query", help="the text to compare with")
+    parser.add_argument("--top", type=int, default=10, help="how many results (default: 10)")
+    _embedding_flags(parser)
+
+
+def _similar(args: argparse.Namespace) -> None:
+    from bertkit.embeddings import cosine_top_k
+
+    if args.top < 1:
+        raise BertkitError(f"--top must be at least 1, got {args.top}")
+    ids, texts, vectors = _encode_file(args, args.corpus, extra=[args.query])
+    for index, score in cosine_top_k(vectors[-1], vectors[:-1], args.top):
+        print(json.dumps({"id": ids[index], "text": texts[index], "score": score}, ensure_ascii=False))
 
 
 # --- export onnx -------------------------------------------------------------------------------------------
@@ -355,6 +485,8 @@ COMMANDS: dict[str, Command] = {
                         _baseline_flags, _baseline),
     "predict": Command("predict with a fine-tuned model (JSON lines, in input order)", _predict_flags, _predict),
     "serve": Command("serve a fine-tuned model over HTTP (POST /v1/predict, a web page at /)", _serve_flags, _serve),
+    "embed": Command("sentence embeddings of a file's texts (.npy rows or JSON lines, input order)", _embed_flags, _embed),
+    "similar": Command("rank a corpus by cosine similarity to a query (JSON lines, best first)", _similar_flags, _similar),
     "export": Command("export a model for other runtimes", children=lambda: {
         "onnx": Command("export a model directory to ONNX (dynamic batch and length), checked against PyTorch",
                         _export_onnx_flags, _export_onnx),

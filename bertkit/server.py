@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import uvicorn
@@ -141,6 +141,18 @@ class PredictRequest(BaseModel):
 
 class PredictResponse(BaseModel):
     predictions: list[dict[str, Any]] = Field(description="one per text or item, in request order, as `bertkit predict` writes them")
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(min_length=1, description="the texts to embed")
+    pooling: Literal["mean", "cls", "max"] = Field("mean", description="mean and max read real tokens only")
+    normalize: bool = Field(True, description="L2-normalise each embedding")
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]] = Field(description="one per text, in request order, from the served model's encoder")
 
 
 class HealthResponse(BaseModel):
@@ -421,6 +433,24 @@ def create_app(predictor: Predictor | None, limits: ServerLimits | None = None,
             raise HTTPException(404, f"no adapter {name!r}; {served}")
         examples, pairs = _examples(adapters[name], request, limits)
         return {"predictions": await adapter_batchers[name].predict(examples, pairs)}
+
+    @app.post("/v1/embed", response_model=EmbedResponse,
+              responses={413: {"description": "too many texts, or a text too long"},
+                         422: {"description": "an empty text, or a backend without the encoder's vectors"}})
+    async def embed(request: EmbedRequest) -> dict[str, Any]:
+        """Sentence embeddings from the served model's encoder, as `bertkit embed` computes them."""
+        from bertkit.embeddings import encode
+
+        if predictor is None:
+            raise HTTPException(404, f"{health.model} is served for its adapters only; /v1/embed needs a served model")
+        if health.backend != "torch":
+            raise HTTPException(422, "embeddings need the torch backend; the ONNX graph returns the task's outputs only")
+        _check_count(len(request.texts), "texts", limits)
+        for index, text in enumerate(request.texts):
+            _check_length("texts", index, text, limits)
+        vectors = await asyncio.to_thread(encode, predictor.model, predictor.tokenizer, request.texts,
+                                          request.pooling, request.normalize, batch_size=limits.max_batch_size)
+        return {"embeddings": vectors.tolist()}
 
     return app
 

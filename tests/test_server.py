@@ -490,3 +490,16 @@ def test_page_qa(qa_server, tmp_path):
         answer = predictions(qa_server, {"question": "where does john smith live ?", "context": context})[0]["answer"]
         assert page.inner_text("mark.answer") == answer
         save_screenshot(page, tmp_path / "server_page_qa.png")
+
+
+def test_embed_endpoint_same_as_encode(classify_server):
+    from bertkit.embeddings import encode
+
+    client, predictor = classify_server
+    texts = ["good movie", "the plot was a boring story"]
+    response = client.post("/v1/embed", json={"texts": texts, "pooling": "max", "normalize": False})
+    assert response.status_code == 200, response.text
+    expected = encode(predictor.model, predictor.tokenizer, texts, pooling="max", normalize=False)
+    assert_close(response.json()["embeddings"], expected.tolist())
+    assert client.post("/v1/embed", json={"texts": [""]}).status_code == 422
+    assert client.post("/v1/embed", json={"texts": ["good"], "pooling": "sum"}).status_code == 422
