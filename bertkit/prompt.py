@@ -11,6 +11,7 @@ by the probabilities the model gives "N/A", then renormalised).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,17 @@ PromptInput = str | tuple[str, str]  # a text, or (text, pair) for a template wi
 class Prompt:
     template: str  # e.g. "{text} It was [MASK]."
     verbalizer: dict[str, list[str]]  # label -> words
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.template, str) or self.template.count(MASK) != 1:
+            raise BertkitError(f"the template must hold exactly one {MASK}; got {self.template!r}")
+        if "{text}" not in self.template:
+            raise BertkitError(f"the template must hold {{text}}; got {self.template!r}")
+        if len(self.verbalizer) < 2:
+            raise BertkitError("the verbalizer must name at least two labels")
+        for label, words in self.verbalizer.items():
+            if not words:
+                raise BertkitError(f"label {label!r} has no verbalizer word")
 
     @classmethod
     def load(cls, source: dict[str, Any] | str | os.PathLike) -> Prompt:
@@ -55,51 +67,66 @@ class Prompt:
             words[str(label)] = listed
         return cls(template, words)
 
+    @property
+    def pairs(self) -> bool:
+        return "{pair}" in self.template
+
+    def word_pieces(self, tokenizer: BertTokenizer) -> list[tuple[str, list[int]]]:
+        """(label, pieces) of every word of every label, checked: each piece in the vocabulary, and together
+        spelling the word (case and accents aside where the tokenizer drops them). A Chinese word is one
+        piece per character."""
+        result = []
+        for label, words in self.verbalizer.items():
+            for word in words:
+                encoding = tokenizer.encode(word)
+                pieces = encoding.input_ids[1:-1]
+                if not pieces or tokenizer.unk_token_id in pieces:
+                    raise BertkitError(f"label {label!r}: the word {word!r} is not in the vocabulary (it tokenizes to "
+                                       f"{' '.join(encoding.tokens[1:-1]) or 'nothing'})")
+                spelled = tokenizer.decode(pieces).replace(" ", "")
+                expected = (word.lower() if tokenizer.do_lower_case else word).replace(" ", "")
+                if spelled != expected and spelled != _strip_accents(expected):
+                    raise BertkitError(f"label {label!r}: the word {word!r} tokenizes to {spelled!r}")
+                result.append((label, pieces))
+        return result
+
+    def encode(self, tokenizer: BertTokenizer, text: str, pair: str | None, masks: int,
+               max_length: int | None = None) -> dict[str, list[int]]:
+        """[CLS] template [SEP] with the text (and pair) filled in and `masks` masks in place of [MASK].
+
+        Each part is encoded apart, so the masks stand as whole words; when the whole is longer than
+        `max_length`, the longer of text and pair loses tokens from its end, the template none.
+        """
+        parts = [part for part in re.split(r"(\{text\}|\{pair\}|\[MASK\])", self.template) if part]
+        filled = {"{text}": text, "{pair}": pair or ""}
+
+        def pieces(value: str) -> list[int]:
+            return tokenizer.encode(value).input_ids[1:-1] if value.strip() else []
+
+        encoded = [[tokenizer.mask_token_id] * masks if part == MASK else pieces(filled.get(part, part)) for part in parts]
+        if max_length is not None:
+            bodies = [i for i, part in enumerate(parts) if part in filled]
+            excess = 2 + sum(map(len, encoded)) - max_length
+            while excess > 0 and any(encoded[i] for i in bodies):
+                longest = max(bodies, key=lambda i: len(encoded[i]))
+                encoded[longest] = encoded[longest][:-1]
+                excess -= 1
+        ids = [tokenizer.cls_token_id] + [i for part in encoded for i in part] + [tokenizer.sep_token_id]
+        return {"input_ids": ids, "token_type_ids": [0] * len(ids)}
+
 
 class PromptClassifier:
     """Zero-shot predictions from a masked-LM checkpoint, the same JSON as a fine-tuned classifier's."""
 
     def __init__(self, model: BertForMaskedLM, tokenizer: BertTokenizer, prompt: Prompt, calibrate: bool = False,
-                 batch_size: int = 32) -> None:
-        if prompt.template.count(MASK) != 1:
-            raise BertkitError(f"the template must hold exactly one {MASK}; got {prompt.template!r}")
-        if "{text}" not in prompt.template:
-            raise BertkitError(f"the template must hold {{text}}; got {prompt.template!r}")
-        if len(prompt.verbalizer) < 2:
-            raise BertkitError("the verbalizer must name at least two labels")
+                 batch_size: int = 32, max_length: int | None = None) -> None:
         self.model, self.tokenizer, self.prompt, self.batch_size = model.eval(), tokenizer, prompt, batch_size
-        self.pairs = "{pair}" in prompt.template
+        self.max_length = max_length or min(tokenizer.model_max_length, model.config.max_position_embeddings)
+        self.pairs = prompt.pairs
         self.labels = list(prompt.verbalizer)
-        self.words: list[tuple[str, list[int]]] = []  # (label, word pieces), every word of every label
-        for label, words in prompt.verbalizer.items():
-            if not words:
-                raise BertkitError(f"label {label!r} has no verbalizer word")
-            self.words += [(label, self._pieces(label, word)) for word in words]
+        self.words = prompt.word_pieces(tokenizer)
         content_free = (CONTENT_FREE, CONTENT_FREE) if self.pairs else CONTENT_FREE
         self.calibration = self._label_log_probs([content_free])[0] if calibrate else None
-
-    def _pieces(self, label: str, word: str) -> list[int]:
-        """The word's pieces, checked: each in the vocabulary, and together spelling the word (case and
-        accents aside where the tokenizer drops them). A Chinese word is one piece per character."""
-        encoding = self.tokenizer.encode(word)
-        pieces = encoding.input_ids[1:-1]
-        if not pieces or self.tokenizer.unk_token_id in pieces:
-            raise BertkitError(f"label {label!r}: the word {word!r} is not in the vocabulary (it tokenizes to "
-                               f"{' '.join(encoding.tokens[1:-1]) or 'nothing'})")
-        spelled = self.tokenizer.decode(pieces).replace(" ", "")
-        expected = (word.lower() if self.tokenizer.do_lower_case else word).replace(" ", "")
-        if spelled != expected and spelled != _strip_accents(expected):
-            raise BertkitError(f"label {label!r}: the word {word!r} tokenizes to {spelled!r}")
-        return pieces
-
-    def _inputs(self, item: tuple[str, str | None], masks: int) -> dict[str, list[int]]:
-        text, pair = item
-        filled = self.prompt.template.replace("{text}", text).replace("{pair}", pair or "")
-        left, right = filled.split(MASK)
-        # [CLS] left [MASK]*n right [SEP]: the two sides are encoded apart, so the masks stand as whole words.
-        ids = self.tokenizer.encode(left).input_ids[:-1] + [self.tokenizer.mask_token_id] * masks
-        ids += self.tokenizer.encode(right).input_ids[1:]
-        return {"input_ids": ids, "token_type_ids": [0] * len(ids)}
 
     def _items(self, inputs: list[PromptInput]) -> list[tuple[str, str | None]]:
         if isinstance(inputs, (str, tuple)) or not isinstance(inputs, list) or not inputs:
@@ -123,7 +150,7 @@ class PromptClassifier:
         for masks in sorted({len(pieces) for _, pieces in self.words}):
             columns = [j for j, (_, pieces) in enumerate(self.words) if len(pieces) == masks]
             pieces = torch.tensor([self.words[j][1] for j in columns], device=device)  # (words, masks)
-            features = [self._inputs(item, masks) for item in items]
+            features = [self.prompt.encode(self.tokenizer, *item, masks, self.max_length) for item in items]
             for indices in inference_batches([len(f["input_ids"]) for f in features], self.batch_size):
                 batch = collate([features[i] for i in indices], self.tokenizer.pad_token_id)
                 batch = {k: v.to(device) for k, v in batch.items()}

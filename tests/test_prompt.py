@@ -132,3 +132,63 @@ def test_cli_predict_with_a_prompt(tiny_mlm_dir, tmp_path, capsys):
         assert json.loads(line)["scores"] == pytest.approx(prediction["scores"], abs=1e-6)
     code, _, err = run_cli(["predict", "--model", str(tiny_mlm_dir), "--calibrate", "good fun"], capsys)
     assert code == 2 and "--calibrate goes with --prompt" in err
+
+
+ROWS = [{"text": "good fun", "label": "pos"}, {"text": "great film", "label": "pos"},
+        {"text": "awful plot", "label": "neg"}, {"text": "a boring story", "label": "neg"}]
+VERBALIZER = {"pos": ["good fun", "great"], "neg": ["bad"]}  # pos answers with two pieces, neg with one
+
+
+def test_prompt_features_label_the_masks_with_the_first_word(tiny_mlm_dir):
+    from bertkit.tasks import PromptTask
+    from bertkit.tokenizer import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(tiny_mlm_dir)
+    task = PromptTask({"template": TEMPLATE, "verbalizer": VERBALIZER})
+    examples = task.examples(ROWS, "train")
+    features = task.features(examples, tokenizer, None)
+    good, fun = tokenizer.encode("good fun").input_ids[1:3]
+    for feature, example in zip(features, examples):
+        labelled = {i: t for i, t in enumerate(feature["labels"]) if t != -100}
+        masks = [i for i, t in enumerate(feature["input_ids"]) if t == tokenizer.mask_token_id]
+        assert sorted(labelled) == masks
+        expected = [good, fun] if example.label == "pos" else tokenizer.encode("bad").input_ids[1:2]
+        assert [labelled[i] for i in masks] == expected
+
+
+def test_prompt_fine_tuning_learns_the_answer_and_predicts_from_its_directory(tiny_mlm_dir, tmp_path):
+    out = tmp_path / "prompt"
+    before = classifier(tiny_mlm_dir, VERBALIZER).word_log_probs([r["text"] for r in ROWS])
+    model = bertkit.finetune("prompt", train=ROWS * 2, dev=ROWS, out=out, model=tiny_mlm_dir, template=TEMPLATE,
+                             verbalizer=VERBALIZER, epochs=3, lr=3e-3, batch_size=4, seed=0)
+    losses = [epoch["train_loss"] for epoch in model.history.epochs]
+    assert losses == sorted(losses, reverse=True) and "accuracy" in model.history.epochs[-1]["dev"]
+    after = classifier(out, VERBALIZER).word_log_probs([r["text"] for r in ROWS])
+    gold = torch.tensor([0 if r["label"] == "pos" else 2 for r in ROWS])  # columns: good fun, great, bad
+    # The MLM loss trains the gold word's pieces at the masks (on this random model, the label prior first).
+    assert (after[torch.arange(4), gold] > before[torch.arange(4), gold]).all()
+    loaded = bertkit.load(out)
+    assert loaded.task == "prompt"
+    assert loaded.predict(["good fun"]) == classifier(out, VERBALIZER).predict(["good fun"])
+
+
+def test_cli_finetune_prompt_and_its_errors(tiny_mlm_dir, tiny_model_dir, tmp_path, capsys):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    words = tmp_path / "words.json"
+    words.write_text(json.dumps(VERBALIZER), encoding="utf-8")
+    out = tmp_path / "cli"
+    args = ["finetune", "prompt", "--train", str(train), "--out", str(out), "--template", TEMPLATE,
+            "--verbalizer", str(words), "--epochs", "1", "--batch-size", "2"]
+    code, _, err = run_cli(args + ["--model", str(tiny_mlm_dir)], capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["bertkit"]["verbalizer"] == VERBALIZER
+    code, text, err = run_cli(["predict", "--model", str(out), "good fun"], capsys)
+    assert code == 0 and set(json.loads(text)) == {"label", "score", "scores"}
+    code, _, err = run_cli(args + ["--model", str(tiny_model_dir), "--overwrite"], capsys)
+    assert code == 2 and "without a pre-trained MLM head" in err
+    words.write_text(json.dumps({"pos": "good", "other": "bad"}), encoding="utf-8")
+    code, _, err = run_cli(args + ["--model", str(tiny_mlm_dir), "--overwrite"], capsys)
+    assert code == 2 and err.strip() == "bertkit: error: label 'neg' has no verbalizer word"
+    code, _, err = run_cli(["finetune", "prompt", "--train", str(train), "--out", str(out), "--overwrite"], capsys)
+    assert code == 2 and "needs a template and a verbalizer" in err

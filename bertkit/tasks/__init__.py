@@ -6,9 +6,10 @@ from bertkit.errors import BertkitError
 from bertkit.tasks.base import Task
 from bertkit.tasks.classify import ClassifyTask
 from bertkit.tasks.ner import NerTask
+from bertkit.tasks.prompt import PromptTask
 from bertkit.tasks.qa import QATask
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassifyTask, NerTask, QATask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassifyTask, NerTask, QATask, PromptTask)}
 
 # What a directory fine-tuned elsewhere (say with the transformers Trainer) is for, by its architecture.
 _TASK_OF_ARCHITECTURE = {task.architecture: name for name, task in TASKS.items()}
@@ -32,4 +33,4 @@ def task_of(config) -> Task:
     return TASKS[name](settings)
 
 
-__all__ = ["TASKS", "Task", "ClassifyTask", "NerTask", "QATask", "get_task", "task_of"]
+__all__ = ["TASKS", "Task", "ClassifyTask", "NerTask", "QATask", "PromptTask", "get_task", "task_of"]
