@@ -288,9 +288,9 @@ def _predict_prompt(args: argparse.Namespace) -> None:
     if args.output or args.resume or args.backend != "torch":
         raise BertkitError("--prompt writes to stdout with the torch backend (no --output, --resume or --backend onnx)")
     classifier = api.prompt_classifier(args.prompt, model=args.model, calibrate=args.calibrate, batch_size=args.batch_size)
-    texts = read_texts(args.input)[1] if args.input else args.texts
-    for prediction in classifier.predict(texts):
-        print(json.dumps(prediction, ensure_ascii=False))
+    ids, texts = read_texts(args.input) if args.input else (range(1, len(args.texts) + 1), args.texts)
+    for number, prediction in zip(ids, classifier.predict(list(texts))):
+        print(json.dumps({"id": number, **prediction}, ensure_ascii=False))
 
 
 def _predict(args: argparse.Namespace) -> None:

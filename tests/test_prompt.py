@@ -128,7 +128,8 @@ def test_cli_predict_with_a_prompt(tiny_mlm_dir, tmp_path, capsys):
                               "good fun", "bad plot"], capsys)
     assert code == 0, err
     expected = classifier(tiny_mlm_dir, {"pos": ["good"], "neg": ["bad"]}, calibrate=True).predict(["good fun", "bad plot"])
-    for line, prediction in zip(out.splitlines(), expected):
+    for number, (line, prediction) in enumerate(zip(out.splitlines(), expected), start=1):
+        assert json.loads(line)["id"] == number
         assert json.loads(line)["scores"] == pytest.approx(prediction["scores"], abs=1e-6)
     code, _, err = run_cli(["predict", "--model", str(tiny_mlm_dir), "--calibrate", "good fun"], capsys)
     assert code == 2 and "--calibrate goes with --prompt" in err
@@ -170,6 +171,7 @@ def test_prompt_fine_tuning_learns_the_answer_and_predicts_from_its_directory(ti
     loaded = bertkit.load(out)
     assert loaded.task == "prompt"
     assert loaded.predict(["good fun"]) == classifier(out, VERBALIZER).predict(["good fun"])
+    assert loaded.evaluate(ROWS)["accuracy"] == model.history.epochs[-1]["dev"]["accuracy"]
 
 
 def test_cli_finetune_prompt_and_its_errors(tiny_mlm_dir, tiny_model_dir, tmp_path, capsys):
@@ -184,7 +186,7 @@ def test_cli_finetune_prompt_and_its_errors(tiny_mlm_dir, tiny_model_dir, tmp_pa
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["bertkit"]["verbalizer"] == VERBALIZER
     code, text, err = run_cli(["predict", "--model", str(out), "good fun"], capsys)
-    assert code == 0 and set(json.loads(text)) == {"label", "score", "scores"}
+    assert code == 0 and set(json.loads(text)) == {"id", "label", "score", "scores"}
     code, _, err = run_cli(args + ["--model", str(tiny_model_dir), "--overwrite"], capsys)
     assert code == 2 and "without a pre-trained MLM head" in err
     words.write_text(json.dumps({"pos": "good", "other": "bad"}), encoding="utf-8")

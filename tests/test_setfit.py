@@ -115,7 +115,7 @@ def test_cli_setfit_with_k_and_its_errors(tiny_model_dir, train_file, tmp_path, 
     assert code == 0, err
     assert "SetFit on 8 examples, 8 pairs" in err
     code, out_text, err = run_cli(["predict", "--model", str(out), "good movie"], capsys)
-    assert code == 0 and set(json.loads(out_text)) == {"label", "score", "scores"}
+    assert code == 0 and set(json.loads(out_text)) == {"id", "label", "score", "scores"}
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "--overwrite" in err and "--resume" not in err
     code, _, err = run_cli(args[:-1] + ["7", "--overwrite"], capsys)

@@ -13,6 +13,7 @@ from typing import Any
 
 from bertkit.batching import IGNORE_INDEX
 from bertkit.data import classify
+from bertkit.data.io import DEFAULT_ENCODING
 from bertkit.errors import BertkitError
 from bertkit.options import option
 from bertkit.prompt import MLM_ARCHITECTURES, Prompt, PromptClassifier
@@ -35,8 +36,8 @@ class PromptTask(ClassifyTask):
     Options = PromptOptions
     outputs = {"logits": True}
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: dict[str, Any] | None = None, encoding: str = DEFAULT_ENCODING) -> None:
+        super().__init__(settings, encoding)
         o = self.options
         if o.template is None or o.verbalizer is None:
             raise BertkitError("a prompt model needs a template and a verbalizer (--template, --verbalizer); "
