@@ -454,23 +454,20 @@ def _merge(args: argparse.Namespace) -> None:
 # --- demo --------------------------------------------------------------------------------------------------
 
 def _demo_flags(parser: argparse.ArgumentParser) -> None:
-    from bertkit.demo import StoryConfig
-
-    parser.add_argument("--out", default=None, help="output directory (default: runs/story, or runs/demo with --encoder)")
-    parser.add_argument("--pretrain-steps", type=int, default=StoryConfig.pretrain_steps)
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(StoryConfig.seeds), help="fine-tuning seeds")
+    parser.add_argument("--out", default="runs/demo", help="output directory")
+    parser.add_argument("--quick", action="store_true", help="the same story on smaller budgets, in under two minutes")
     parser.add_argument("--encoder", action="store_true",
                         help="instead: the one-minute tour of a real BERT (tokenize, encode, similarity, checkpoint round trip)")
     parser.add_argument("--model", default=None, help="with --encoder: model directory or hub id (default: all-MiniLM-L6-v2)")
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from bertkit.demo import StoryConfig, run_encoder_demo, run_story
+    from bertkit.demo import run_demo, run_encoder_demo
 
     if args.encoder:
-        run_encoder_demo(args.model, args.out or "runs/demo")
+        run_encoder_demo(args.model, args.out)
     else:
-        run_story(StoryConfig(out=args.out or "runs/story", pretrain_steps=args.pretrain_steps, seeds=tuple(args.seeds)))
+        run_demo(args.out, quick=args.quick)
 
 
 COMMANDS: dict[str, Command] = {
@@ -493,7 +490,7 @@ COMMANDS: dict[str, Command] = {
     }),
     "merge": Command("fold a LoRA adapter directory into a plain model directory (transformers loads it)",
                      _merge_flags, _merge),
-    "demo": Command("pre-train a small Chinese BERT, fine-tune it, and compare with no pre-training", _demo_flags, _demo),
+    "demo": Command("the BERT paradigm on real data: pre-training pays, the practices side by side, pre-training from scratch", _demo_flags, _demo),
 }
 
 

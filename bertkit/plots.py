@@ -49,3 +49,63 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     ax.set_title("confusion matrix (dev)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def _smoothed(values: list[float], window: int) -> list[float]:
+    """Running mean over the last `window` points: per-batch training figures are noisy."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_demo(results: dict, path: Path) -> None:
+    """`bertkit demo` at a glance: pre-trained against random weights, the practices at K labels per class,
+    and the from-scratch pre-training curve against the bigram table's accuracy."""
+    fig = Figure(figsize=(16, 4.6))
+    paradigm_ax, methods_ax, curve_ax = fig.subplots(1, 3, gridspec_kw={"width_ratios": [0.7, 1.3, 1.0]})
+
+    p = results["paradigm"]
+    names = {"pretrained": "all-MiniLM-L6-v2\n(pre-trained)", "random_init": "same network,\nrandom weights"}
+    for i, (key, color) in enumerate((("pretrained", "tab:blue"), ("random_init", "tab:gray"))):
+        paradigm_ax.bar(i, p[key]["accuracy"], color=color, alpha=0.75)
+        paradigm_ax.scatter([i] * len(p[key]["per_seed"]), p[key]["per_seed"], color="black", s=14, zorder=3)
+        paradigm_ax.text(i, p[key]["accuracy"] + 0.02, f"{p[key]['accuracy']:.2f}", ha="center")
+    paradigm_ax.axhline(0.5, color="black", linestyle=":", linewidth=1)
+    paradigm_ax.set_xticks([0, 1], list(names.values()))
+    paradigm_ax.set_ylim(0, 1)
+    paradigm_ax.set_ylabel("test accuracy (dots: seeds)")
+    paradigm_ax.set_title(f"pre-training pays ({p['train_size']} labels)")
+
+    methods = results["methods"]
+    rows = list(range(len(methods)))[::-1]
+    methods_ax.barh(rows, [m["accuracy"] for m in methods], xerr=[m["std"] for m in methods], color="tab:green",
+                    alpha=0.35)
+    methods_ax.axvline(0.5, color="black", linestyle=":", linewidth=1)
+    methods_ax.set_yticks(rows, [m["method"] for m in methods])
+    for row, m in zip(rows, methods):
+        share = 100 * m["trainable_params"] / m["total_params"] if m["total_params"] else 0.0
+        methods_ax.text(0.02, row, f"{m['accuracy']:.2f}  |  {share:.3g}% of weights trained, {m['train_seconds']:.0f} s",
+                        va="center", fontsize=9)
+    methods_ax.set_xlim(0, 1)
+    methods_ax.set_xlabel("test accuracy")
+    methods_ax.set_title(f"the practices at K={methods[0]['k']} labels per class")
+
+    t = results["pretraining"]
+    steps = [s["step"] for s in t["curve"]]
+    window = max(1, len(steps) // 20)
+    curve_ax.plot(steps, _smoothed([s["loss"] for s in t["curve"]], window), color="tab:blue")
+    curve_ax.set_xlabel("pre-training step")
+    curve_ax.set_ylabel("train loss (MLM + NSP)", color="tab:blue")
+    accuracy_ax = curve_ax.twinx()
+    accuracy_ax.plot(steps, _smoothed([s.get("mlm_acc", 0.0) for s in t["curve"]], window), color="tab:orange",
+                     label="masked-LM accuracy (train batches)")
+    accuracy_ax.axhline(t["bigram_accuracy"], color="tab:red", linestyle="--", label="bigram table (held out)")
+    accuracy_ax.scatter([steps[-1] if steps else 0], [t["mlm_accuracy"]], color="tab:orange", marker="*", s=90,
+                        zorder=3, label="model (held out)")
+    accuracy_ax.set_ylabel("masked-LM accuracy", color="tab:orange")
+    accuracy_ax.legend(loc="center right", fontsize=8)
+    curve_ax.set_title("Chinese BERT-tiny from scratch, briefly")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

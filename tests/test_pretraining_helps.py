@@ -1,10 +1,10 @@
-"""The main job's pipeline, shrunk: pre-train, fine-tune both ways, compare, predict, plot."""
+"""benchmarks/pretraining_helps.py (the former main job), shrunk: pre-train, fine-tune both ways, compare, predict, plot."""
 
 from __future__ import annotations
 
 import json
 
-from bertkit.demo import StoryConfig, run_story
+from benchmarks.pretraining_helps import StoryConfig, run_story
 
 
 def test_story_runs_end_to_end_on_a_small_budget(tmp_path, capsys):
