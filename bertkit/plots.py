@@ -71,7 +71,7 @@ def plot_demo(results: dict, path: Path) -> None:
     for i, (key, color) in enumerate((("pretrained", "tab:blue"), ("random_init", "tab:gray"))):
         paradigm_ax.bar(i, p[key]["accuracy"], color=color, alpha=0.75)
         paradigm_ax.scatter([i] * len(p[key]["per_seed"]), p[key]["per_seed"], color="black", s=14, zorder=3)
-        paradigm_ax.text(i, p[key]["accuracy"] + 0.02, f"{p[key]['accuracy']:.2f}", ha="center")
+        paradigm_ax.text(i, max(p[key]["per_seed"]) + 0.03, f"{p[key]['accuracy']:.2f}", ha="center")
     paradigm_ax.axhline(0.5, color="black", linestyle=":", linewidth=1)
     paradigm_ax.set_xticks([0, 1], list(names.values()))
     paradigm_ax.set_ylim(0, 1)
@@ -105,7 +105,10 @@ def plot_demo(results: dict, path: Path) -> None:
     accuracy_ax.scatter([steps[-1] if steps else 0], [t["mlm_accuracy"]], color="tab:orange", marker="*", s=90,
                         zorder=3, label="model (held out)")
     accuracy_ax.set_ylabel("masked-LM accuracy", color="tab:orange")
-    accuracy_ax.legend(loc="center right", fontsize=8)
+    # Headroom above the bigram line leaves the legend's corner free of curves.
+    top = max([t["bigram_accuracy"], t["mlm_accuracy"]] + [s.get("mlm_acc", 0.0) for s in t["curve"]])
+    accuracy_ax.set_ylim(0, 1.6 * top)
+    accuracy_ax.legend(loc="upper right", fontsize=8)
     curve_ax.set_title("Chinese BERT-tiny from scratch, briefly")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
