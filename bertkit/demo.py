@@ -163,7 +163,7 @@ def _random_init_copy(model_dir: Path, out: Path) -> Path:
     return out
 
 
-def _trained_params(run: Any) -> tuple[int, int]:
+def trained_params(run: Any) -> tuple[int, int]:
     """(trainable, total) parameters of a fine-tuned run: as the Trainer's metrics.json recorded them, or, for
     SetFit (contrastive tuning of the whole encoder, then its head), every parameter."""
     metrics = run.directory / "metrics.json"
@@ -236,7 +236,7 @@ def practices(work: Path, model_dir: Path, data: dict[str, list], budget: Budget
             run = train_one(_records(sample), out, seed)
             seconds.append(time.perf_counter() - started)
             scores.append(float(run.evaluate(test)["accuracy"]))
-        trainable, total = _trained_params(run)
+        trainable, total = trained_params(run)
         rows.append({"method": name, "k": budget.k, **_summary(scores), "trainable_params": trainable,
                      "total_params": total, "train_seconds": statistics.mean(seconds), "directory": str(run.directory)})
         print(f"      {name:22s} {rows[-1]['accuracy']:.3f} ± {rows[-1]['std']:.3f}  "

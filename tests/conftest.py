@@ -89,6 +89,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_mlm_dir(tiny_model_dir, tmp_path_factory):
+    """A random BertForPreTraining saved by transformers, with the tiny vocabulary."""
+    import torch
+    import transformers
+
+    from bertkit.tokenizer import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(tiny_model_dir)
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(1)
+    model = transformers.BertForPreTraining(config)
+    with torch.no_grad():  # a visible output bias, so a mapping that drops it fails the comparison
+        model.cls.predictions.bias.normal_(0, 1)
+    path = tmp_path_factory.mktemp("tiny_mlm")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     """Run the `bertkit` command in-process: (exit code, stdout, stderr)."""
     from bertkit.cli import main

@@ -15,26 +15,6 @@ from tests.conftest import run_cli
 TEMPLATE = "{text} . the movie was [MASK] !"
 
 
-@pytest.fixture(scope="module")
-def tiny_mlm_dir(tiny_model_dir, tmp_path_factory):
-    """A random BertForPreTraining saved by transformers, with the tiny vocabulary."""
-    import transformers
-
-    from bertkit.tokenizer import BertTokenizer
-
-    tokenizer = BertTokenizer.from_pretrained(tiny_model_dir)
-    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    torch.manual_seed(1)
-    model = transformers.BertForPreTraining(config)
-    with torch.no_grad():  # a visible output bias, so a mapping that drops it fails the comparison
-        model.cls.predictions.bias.normal_(0, 1)
-    path = tmp_path_factory.mktemp("tiny_mlm")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def classifier(path, verbalizer, calibrate=False, template=TEMPLATE):
     return bertkit.prompt_classifier(template, verbalizer, model=path, calibrate=calibrate, batch_size=2)
 
