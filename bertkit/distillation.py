@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -147,6 +148,9 @@ class DistillationLoss:
         self.mapping = mapping
         self.teacher_states = HiddenStates(teacher.bert) if options.hidden_loss else None
         self.student_states: HiddenStates | None = None  # hooked by `prepare` on the student
+        # The teacher is fixed, so each text's logits are computed once, on the first epoch, and looked up after
+        # (not with the hidden-state loss, whose states would take too much memory to keep).
+        self.cache: dict[bytes, torch.Tensor] | None = None if options.hidden_loss else {}
 
     def prepare(self, student: nn.Module) -> nn.Module:
         """The prepare_model hook: with the hidden-state loss, catch the student's states, and give it a trained
@@ -164,7 +168,7 @@ class DistillationLoss:
         module = getattr(model, "module", model)  # under DDP the student sits on the wrapped module
         self.teacher.to(batch["input_ids"].device)
         with torch.no_grad(), self._catch(self.teacher_states) as teacher_states:
-            teacher_logits = self.teacher(**inputs).logits
+            teacher_logits = self.teacher(**inputs).logits if self.cache is None else self.teacher_logits(inputs)
         labelled = self._labelled(labels)
         # NER's head scores its own labels (a CRF's likelihood included); a classifier's rows are picked here.
         ner_labels = labels if self.token_level and bool(labelled.any()) else None
@@ -181,6 +185,24 @@ class DistillationLoss:
             loss = loss + hidden
             logs["hidden"] = hidden.item()
         return loss, logs
+
+    def teacher_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's logits of the batch, computed only for the texts it has not seen yet. Each is kept cut to
+        its real length (NER: one row per token) and padded with zeros to the batch's length, which no loss reads."""
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        types = inputs.get("token_type_ids", torch.zeros_like(ids))
+        lengths = mask.sum(1).tolist()
+        rows = torch.stack([ids, types], dim=1).cpu()
+        keys = [rows[i, :, :n].numpy().tobytes() for i, n in enumerate(lengths)]
+        missing = [i for i, key in enumerate(keys) if key not in self.cache]
+        if missing:
+            logits = self.teacher(**{k: v[missing] for k, v in inputs.items()}).logits
+            for i, row in zip(missing, logits):
+                self.cache[keys[i]] = row[: lengths[i]] if self.token_level else row
+        if not self.token_level:
+            return torch.stack([self.cache[key] for key in keys])
+        cached = [self.cache[key] for key in keys]
+        return torch.stack([F.pad(row, (0, 0, 0, ids.shape[1] - len(row))) for row in cached])
 
     @staticmethod
     def _catch(states: HiddenStates | None):
@@ -221,13 +243,9 @@ def student_from_layers(teacher: nn.Module, layers: int) -> tuple[nn.Module, lis
     student = type(teacher)(dataclasses.replace(config, num_hidden_layers=layers, extra=copy.deepcopy(config.extra)))
     source = teacher.state_dict()
     state = {}
-    for key in student.state_dict():
-        prefix, _, rest = key.partition("bert.layers.")
-        if rest:
-            index, _, name = rest.partition(".")
-            key_in_teacher = f"{prefix}bert.layers.{mapping[int(index)]}.{name}"
-        else:
-            key_in_teacher = key
+    for key in student.state_dict():  # "bert.layers.I.rest" (a head model) or "layers.I.rest" (a bare encoder)
+        layer = re.match(r"((?:bert\.)?layers\.)(\d+)(\..*)", key)
+        key_in_teacher = f"{layer[1]}{mapping[int(layer[2])]}{layer[3]}" if layer else key
         state[key] = source[key_in_teacher].clone()
     student.load_state_dict(state)
     return student, mapping

@@ -122,7 +122,7 @@ def test_distillation_loss_mixes_soft_and_hard_as_defined():
     student, teacher = [[1.0, -1.0], [0.0, 2.0]], [[3.0, 0.0], [-1.0, 1.0]]
     t, alpha = 3.0, 0.3
     loss_fn = DistillationLoss(_Fixed(teacher), "classify", DistillOptions(temperature=t, alpha=alpha), [])
-    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long),
+    batch = {"input_ids": torch.tensor([[1, 2, 3], [1, 2, 4]]), "attention_mask": torch.ones(2, 3, dtype=torch.long),
              "labels": torch.tensor([1, -100])}  # the second text is unlabelled: soft targets only
     loss, logs = loss_fn(_Fixed(student), batch)
 
@@ -241,3 +241,21 @@ def test_teacher_and_data_must_agree(teacher_dir, ner_teacher_dir, tiny_model_di
     assert not out.exists()
     with pytest.raises(BertkitError, match="^distill has no option 'epoch'"):
         bertkit.distill(teacher_dir, ROWS, out=out, epoch=3)
+
+
+@pytest.mark.parametrize("which", ["classify", "ner"])
+def test_cached_teacher_logits_equal_a_fresh_forward(which, teacher_dir, ner_teacher_dir):
+    teacher, tokenizer, task, _ = load_teacher(teacher_dir if which == "classify" else ner_teacher_dir)
+    loss_fn = DistillationLoss(teacher, task.name, DistillOptions(), [])
+    texts = ["good movie", "the actor was awful and the plot was boring", "john lives in paris"]
+    batch = tokenizer(texts)
+    inputs = dict(batch)
+    with torch.no_grad():
+        direct = teacher.eval()(**inputs).logits
+        first = loss_fn.teacher_logits({k: v[:2] for k, v in inputs.items()})  # the longest text, padded once
+        again = loss_fn.teacher_logits(inputs)  # two texts from the cache, one new
+    assert len(loss_fn.cache) == 3
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(again[real] if which == "ner" else again, direct[real] if which == "ner" else direct,
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first[:, : again.shape[1]] if which == "ner" else first, again[:2], atol=1e-5, rtol=1e-5)
