@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from bertkit.errors import BertkitError
@@ -152,10 +153,12 @@ def _distill(args: argparse.Namespace) -> None:
     from bertkit.trainer import TrainConfig
 
     options = _option_values(args, DistillOptions, TrainConfig, FinetuneOptions)
-    result = api.distill(args.teacher, train=args.train, dev=args.dev, out=args.out, **options)
-    history = result.history
-    score = f"best dev {result.task} score {history.best:.4f} at epoch {history.best_epoch}; " if history.best is not None else ""
-    print(f"{score}student in {args.out}", file=sys.stderr)
+    history = api.distill(args.teacher, train=args.train, dev=args.dev, out=args.out, **options).history
+    if history.best is not None:
+        metric = json.loads((Path(args.out) / "metrics.json").read_text(encoding="utf-8"))["main_metric"]
+        print(f"best dev {metric} {history.best:.4f} at epoch {history.best_epoch}; student in {args.out}", file=sys.stderr)
+    else:
+        print(f"student in {args.out}", file=sys.stderr)
 
 
 # --- tune TASK ---------------------------------------------------------------------------------------------

@@ -109,10 +109,10 @@ def test_soft_loss_equals_its_definition():
 class _Fixed(nn.Module):
     """A model whose logits are given: the loss is checked without any network in the way."""
 
-    def __init__(self, logits: list[list[float]]) -> None:
+    def __init__(self, logits: list[list[float]], problem_type: str = "single_label_classification") -> None:
         super().__init__()
         self.logits = nn.Parameter(torch.tensor(logits))
-        self.config = SimpleNamespace(problem_type="single_label_classification", hidden_size=4)
+        self.config = SimpleNamespace(problem_type=problem_type, hidden_size=4)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         return SimpleNamespace(logits=self.logits * 1.0, loss=None)
@@ -138,6 +138,26 @@ def test_distillation_loss_mixes_soft_and_hard_as_defined():
     batch["labels"] = torch.tensor([-100, -100])  # no hard label at all: no NaN, the soft part alone
     loss, logs = loss_fn(_Fixed(student), batch)
     assert logs["hard"] == 0 and loss.item() == pytest.approx(alpha * soft, rel=1e-6)
+
+
+def test_multi_label_hard_loss_skips_unlabelled_rows():
+    student, teacher, t = [[1.0, -2.0], [0.5, 0.5]], [[2.0, -1.0], [0.0, 3.0]], 2.0
+    multi = "multi_label_classification"
+    loss_fn = DistillationLoss(_Fixed(teacher, multi), "classify", DistillOptions(temperature=t, alpha=0.5), [])
+    nan = float("nan")
+    batch = {"input_ids": torch.tensor([[1, 2], [1, 3]]), "attention_mask": torch.ones(2, 2, dtype=torch.long),
+             "labels": torch.tensor([[1.0, 0.0], [nan, nan]])}  # an unlabelled text's labels are NaN
+    loss, logs = loss_fn(_Fixed(student, multi), batch)
+
+    def bce(logit, target):
+        q = 1 / (1 + math.exp(-logit))
+        return -(target * math.log(q) + (1 - target) * math.log(1 - q))
+
+    hard = (bce(student[0][0], 1.0) + bce(student[0][1], 0.0)) / 2
+    soft = t * t * sum(bce(s / t, 1 / (1 + math.exp(-tt / t))) for sr, tr in zip(student, teacher)
+                       for s, tt in zip(sr, tr)) / 2
+    assert logs["hard"] == pytest.approx(hard, rel=1e-6) and logs["soft"] == pytest.approx(soft, rel=1e-6)
+    assert loss.item() == pytest.approx(0.5 * soft + 0.5 * hard, rel=1e-6)
 
 
 def test_cli_student_predicts_and_loads_in_transformers(teacher_dir, tmp_path, capsys):
