@@ -10,12 +10,13 @@ domain) and, after them, sentences of the Lee news corpus (out of domain), none 
 - hard labels only (no teacher): the same 3 layers of the pre-trained (not fine-tuned) MiniLM, fine-tuned on
   the 110 labelled reviews, as one would without distillation.
 
-Every model keeps its best dev epoch and is scored on the same 60 test reviews. Speed: `predict` on 500 real
+Every model keeps its best dev epoch and is scored on the same 60 test reviews; its agreement with the teacher
+(the share of the same labels) is counted on those and on --held-out further Lee sentences it never saw. Speed: `predict` on 500 real
 English texts (the reviews and Lee news articles, ≤128 tokens), best of --repeats passes after a warm-up, at
 one thread. One JSON line: accuracy of teacher and students (ratio student/teacher), texts/s (ratio),
 parameters and model.safetensors size.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.distill [--epochs 5] [--unlabeled 600] [--repeats 1]
+    OMP_NUM_THREADS=1 python -m benchmarks.distill [--epochs 5] [--unlabeled 600] [--held-out 400] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--unlabeled", type=int, default=600, help="unlabelled sentences for the teacher to label")
+    parser.add_argument("--held-out", type=int, default=400, help="further sentences, not trained on, to compare "
+                        "the students' labels with the teacher's")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -71,7 +74,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bertkit-distill-") as tmp:
         work = Path(tmp)
         more = work / "more.txt"
-        sentences = unlabeled_sentences(args.unlabeled)
+        sentences = unlabeled_sentences(args.unlabeled + args.held_out)
+        sentences, held_out = sentences[: args.unlabeled], sentences[args.unlabeled :]
+        test_texts, teacher_labels = [row["text"] for row in test], {}
         more.write_text("\n".join(sentences) + "\n", encoding="utf-8")
 
         def run(name: str, train_model) -> None:
@@ -79,8 +84,13 @@ def main() -> None:
             model = train_model(work / name)
             seconds = time.perf_counter() - started
             texts_per_s = len(timed_texts) / best_time(lambda: model.predict(timed_texts), args.repeats)
+            labels = [p["label"] for p in model.predict(test_texts + held_out)]
+            teacher_labels.setdefault("labels", labels)  # the teacher runs first
+            agree = [mine == theirs for mine, theirs in zip(labels, teacher_labels["labels"])]
             results[name] = {
                 "accuracy": model.evaluate(test)["accuracy"],
+                "agreement_with_teacher_test": round(sum(agree[: len(test)]) / len(test), 3),
+                "agreement_with_teacher_held_out": round(sum(agree[len(test):]) / len(held_out), 3),
                 "dev_accuracy": model.history.best,
                 "train_seconds": round(seconds, 1),
                 "predict_texts_per_s": round(texts_per_s, 1),
@@ -103,7 +113,7 @@ def main() -> None:
     teacher, student = results["teacher"], results["distilled"]
     emit({
         "benchmark": "distill",
-        "data": {"train": len(train), "dev": len(dev), "test": len(test), "unlabeled": len(sentences),
+        "data": {"train": len(train), "dev": len(dev), "test": len(test), "unlabeled": len(sentences), "held_out": len(held_out),
                  "timed_texts": len(timed_texts)},
         "settings": {"student_layers": 3, "layer_map": [1, 3, 5], "temperature": 2.0, "alpha": 0.5, **common},
         **results,
