@@ -6,6 +6,7 @@
     clf.evaluate("test.csv")           # the same dict as `bertkit evaluate`
     clf = bertkit.load("runs/x")       # backend="onnx" for the exported graph
     bertkit.embed(["a text"])          # sentence embeddings (mean pooling, L2 norm); also clf.embed(...)
+    bertkit.distill("runs/x", train="train.csv", out="runs/x-small", unlabeled="more.txt")  # a smaller student
     bertkit.finetune("setfit", train="train.csv", out="runs/few", k=8)   # few-shot SetFit
     bertkit.zeroshot({"pos": "a great movie", "neg": "an awful movie"}, out="runs/zs")
 
@@ -20,6 +21,7 @@ from typing import Any
 # public name -> the module that defines it
 _EXPORTS = {
     "finetune": "bertkit.api",
+    "distill": "bertkit.api",
     "load": "bertkit.api",
     "pretrain": "bertkit.api",
     "baseline": "bertkit.baselines",

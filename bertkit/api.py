@@ -1,4 +1,4 @@
-"""The Python API: `finetune`, `load`, `pretrain`, `embed`, `zeroshot`, `prompt_classifier`, and the
+"""The Python API: `finetune`, `distill`, `load`, `pretrain`, `embed`, `zeroshot`, `prompt_classifier`, and the
 fine-tuned model they hand back.
 
 Each keyword is an option of the command line with the same name and default (both come from the
@@ -181,6 +181,21 @@ def finetune(
 
         atomic_write_text(Path(out) / REPORT_FILE, to_json(report))
     return FineTuned(out, history)
+
+
+def distill(teacher: str | os.PathLike, train: Any, *, out: str | os.PathLike, dev: Any = None,
+            **options: Any) -> FineTuned:
+    """Distil a fine-tuned classify or NER model (`teacher`, a directory) into a smaller student in `out`.
+
+    `train`/`dev` as for `finetune`, in the teacher's format and columns. `options`: every flag of
+    `bertkit distill`: unlabeled=FILE (texts the teacher labels), student_layers=N (default half the
+    teacher's, every other one) | student_size="tiny"|"mini"|... | student_config=FILE, temperature=2.0,
+    alpha=0.5 (soft vs hard), hidden_loss=False, and the training flags (epochs, lr, batch_size, ...).
+    The student predicts, serves and exports like any model of the teacher's task.
+    """
+    from bertkit.distillation import distill as run
+
+    return FineTuned(out, run(teacher, train, out, dev, **options))
 
 
 def load(directory: str | os.PathLike, **options: Any) -> FineTuned:

@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from bertkit.errors import BertkitError
@@ -127,6 +128,37 @@ def _finetune(args: argparse.Namespace) -> None:
     if (report := result.cross_validation) is not None:
         summary = ", ".join(f"{k} {report['mean'][k]:.4f} ± {report['std'][k]:.4f}" for k in report["mean"])
         print(f"{report['folds']}-fold cross-validation: {summary} (cross_validation.json)", file=sys.stderr)
+
+
+# --- distill ----------------------------------------------------------------------------------------------
+
+def _distill_flags(parser: argparse.ArgumentParser) -> None:
+    from bertkit.distillation import DistillOptions
+    from bertkit.finetuning import FinetuneOptions
+    from bertkit.trainer import TrainConfig
+
+    parser.add_argument("--teacher", required=True, help="a model directory fine-tuned for classify or ner")
+    parser.add_argument("--train", required=True, help="training file, in the teacher's format and columns")
+    parser.add_argument("--dev", help="dev file: evaluated after each epoch; the best epoch's student is kept")
+    parser.add_argument("--out", required=True, help="output model directory (the student)")
+    add_options(parser, DistillOptions)
+    add_options(parser, TrainConfig)
+    add_options(parser, FinetuneOptions, only=("eval_batch_size", "resume", "overwrite", "encoding"))
+
+
+def _distill(args: argparse.Namespace) -> None:
+    from bertkit import api
+    from bertkit.distillation import DistillOptions
+    from bertkit.finetuning import FinetuneOptions
+    from bertkit.trainer import TrainConfig
+
+    options = _option_values(args, DistillOptions, TrainConfig, FinetuneOptions)
+    history = api.distill(args.teacher, train=args.train, dev=args.dev, out=args.out, **options).history
+    if history.best is not None:
+        metric = json.loads((Path(args.out) / "metrics.json").read_text(encoding="utf-8"))["main_metric"]
+        print(f"best dev {metric} {history.best:.4f} at epoch {history.best_epoch}; student in {args.out}", file=sys.stderr)
+    else:
+        print(f"student in {args.out}", file=sys.stderr)
 
 
 # --- tune TASK ---------------------------------------------------------------------------------------------
@@ -475,6 +507,8 @@ COMMANDS: dict[str, Command] = {
         "train": Command("train a WordPiece vocab from plain-text files", _tokenizer_train_flags, _tokenizer_train),
     }),
     "finetune": Command("fine-tune a pre-trained BERT on labelled data", children=_finetune_commands),
+    "distill": Command("train a smaller student to match a fine-tuned classify or ner model (knowledge distillation)",
+                       _distill_flags, _distill),
     "tune": Command("search fine-tuning hyper-parameters on the dev score (Optuna)", children=_tune_commands),
     "pretrain": Command("pre-train BERT (masked LM + next-sentence prediction) on raw text", _pretrain_flags, _pretrain),
     "evaluate": Command("score a fine-tuned model on a labelled file (one JSON object)", _evaluate_flags, _evaluate),
