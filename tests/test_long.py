@@ -214,3 +214,16 @@ def test_50000_characters_are_normal_input_for_ner_and_qa(tiny_model_dir, tmp_pa
     assert 0 <= answer["start"] < answer["end"] <= len(text) and text[answer["start"] : answer["end"]] == answer["answer"]
     [served] = _server_predictions(qa_dir, {"items": [question]})
     assert (served["start"], served["end"]) == (answer["start"], answer["end"])
+
+
+def test_onnx_backend_pools_mean_and_refuses_attention(windows_dirs, tmp_path):
+    from bertkit.export import export_onnx
+
+    text = " ".join(POSITIVE + NEGATIVE)
+    graph = export_onnx(windows_dirs["mean"], tmp_path / "mean.onnx").path
+    [onnx] = bertkit.load(windows_dirs["mean"], backend="onnx", onnx=str(graph)).predict([text])
+    [torch_backend] = bertkit.load(windows_dirs["mean"]).predict([text])
+    assert onnx["scores"] == pytest.approx(torch_backend["scores"], abs=1e-4) and len(onnx["windows"]) > 2
+    graph = export_onnx(windows_dirs["attention"], tmp_path / "attention.onnx").path
+    with pytest.raises(BertkitError, match="use --backend torch"):
+        bertkit.load(windows_dirs["attention"], backend="onnx", onnx=str(graph)).predict([text])
