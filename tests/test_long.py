@@ -227,3 +227,19 @@ def test_onnx_backend_pools_mean_and_refuses_attention(windows_dirs, tmp_path):
     graph = export_onnx(windows_dirs["attention"], tmp_path / "attention.onnx").path
     with pytest.raises(BertkitError, match="use --backend torch"):
         bertkit.load(windows_dirs["attention"], backend="onnx", onnx=str(graph)).predict([text])
+
+
+def test_newsgroup_posts_are_read_without_running_code():
+    """The benchmark's data: a pickle read by an unpickler that allows only the file's plain shapes."""
+    import io
+    import os
+    import pickle
+
+    from bertkit.datasets import _PlainUnpickler, newsgroup_posts
+
+    rows = newsgroup_posts()
+    assert len(rows) == 200 and sorted({label for _, label in rows}) == ["alt.atheism", "sci.space"]
+    assert sum(label == "sci.space" for _, label in rows) == 100
+    assert not any(text.startswith(("Newsgroups:", "From:", "Path:")) for text, _ in rows)  # headers dropped
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        _PlainUnpickler(io.BytesIO(pickle.dumps(os.getcwd, protocol=0))).load()
