@@ -348,7 +348,7 @@ def _baseline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", required=True, help="training file (as for `finetune classify`)")
     parser.add_argument("--test", required=True, help="labelled file to score on")
     parser.add_argument("--out", help="also write metrics.json and predictions.jsonl here")
-    add_options(parser, ClassifyOptions, skip=("max_seq_len",))
+    add_options(parser, ClassifyOptions, skip=("max_seq_len", "long", "stride", "window_pool"))  # TF-IDF reads every word
     add_options(parser, BaselineOptions)
 
 
