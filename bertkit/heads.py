@@ -94,7 +94,7 @@ class WindowAttention(nn.Module):
 class Output:
     logits: torch.Tensor
     loss: torch.Tensor | None = None
-    pooled: torch.Tensor | None = None  # (batch, hidden): what the classifier read, for pooling windows
+    pooled: torch.Tensor | None = None  # (batch, hidden): what the classifier read, for the attention over windows
 
 
 @dataclass
@@ -275,7 +275,9 @@ class BertForSequenceClassification(_HeadModel):
         logits = self.classifier(self.dropout(pooled))
         if window_document is not None:
             logits = self.pool_documents(logits, pooled, window_document)[0]
-        return Output(logits, self.loss(logits, labels) if labels is not None else None, pooled)
+        loss = self.loss(logits, labels) if labels is not None else None
+        # The attention pool reads each window's [CLS] vector; other models keep their outputs (and ONNX graphs).
+        return Output(logits, loss, pooled if self.window_pool == "attention" else None)
 
     def pool_documents(self, logits: torch.Tensor, pooled: torch.Tensor,
                        document: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
