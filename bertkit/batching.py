@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from bertkit.data.windows import window_inputs
+
 # The label of positions that no loss scores (padding, [CLS], the later pieces of a word, unmasked tokens);
 # the same value as torch's cross-entropy default and Hugging Face's datasets.
 IGNORE_INDEX = -100
@@ -19,6 +21,8 @@ _PAD_VALUES = {"input_ids": None, "token_type_ids": 0, "labels": IGNORE_INDEX}
 
 def collate(features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad the per-token fields to the longest feature and stack everything into tensors."""
+    if "windows" in features[0]:
+        return collate_windows(features, pad_token_id)
     longest = max(len(f["input_ids"]) for f in features)
     batch: dict[str, torch.Tensor] = {}
     mask = torch.zeros(len(features), longest, dtype=torch.long)
@@ -34,6 +38,23 @@ def collate(features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.T
             batch[key] = torch.tensor([f[key] for f in features], dtype=torch.float)
         elif isinstance(value, int):
             batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)
+    return batch
+
+
+def collate_windows(features: Sequence[Feature], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Documents read in overlapping windows (`classify --long windows`): every window of every document is a row,
+    `window_document` (windows,) says whose it is, and the labels stay one per document, so the model pools each
+    document's windows and the loss reads the pooled logits."""
+    rows, owners = [], []
+    for document, feature in enumerate(features):
+        for ids in window_inputs(feature["input_ids"], feature["windows"]):
+            rows.append({"input_ids": ids, "token_type_ids": [0] * len(ids)})
+            owners.append(document)
+    batch = collate(rows, pad_token_id)
+    batch["window_document"] = torch.tensor(owners, dtype=torch.long)
+    if "labels" in features[0]:
+        multi = isinstance(features[0]["labels"], list)  # multi-label: a 0/1 vector per document
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float if multi else torch.long)
     return batch
 
 

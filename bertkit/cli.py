@@ -354,7 +354,7 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=32, help="texts per model batch, gathered across requests")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a request waits for others to batch with")
     parser.add_argument("--max-texts", type=int, default=64, help="texts (QA: items) per request; more is refused (413)")
-    parser.add_argument("--max-chars", type=int, default=10_000, help="characters per text; longer is refused (413)")
+    parser.add_argument("--max-chars", type=int, default=100_000, help="characters per text; longer is refused (413)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     _inference_flags(parser, only=("fp32", "backend", "onnx"))
     parser.add_argument("--adapter", action="append", metavar="NAME=DIR",
@@ -380,7 +380,7 @@ def _baseline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", required=True, help="training file (as for `finetune classify`)")
     parser.add_argument("--test", required=True, help="labelled file to score on")
     parser.add_argument("--out", help="also write metrics.json and predictions.jsonl here")
-    add_options(parser, ClassifyOptions, skip=("max_seq_len",))
+    add_options(parser, ClassifyOptions, skip=("max_seq_len", "long", "stride", "window_pool"))  # TF-IDF reads every word
     add_options(parser, BaselineOptions)
 
 

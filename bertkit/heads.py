@@ -60,10 +60,41 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "mea
     return (hidden * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
 
 
+def pool_windows(values: torch.Tensor, document: torch.Tensor, how: str) -> torch.Tensor:
+    """(windows, X) rows and each one's document index (windows,) -> (documents, X): the mean, max or sum of each
+    document's rows (`classify --long windows --window-pool mean|max`). Documents are numbered 0..D-1."""
+    documents = int(document.max()) + 1
+    out = values.new_zeros(documents, values.shape[1])
+    if how == "max":
+        return out.scatter_reduce(0, document[:, None].expand_as(values), values, reduce="amax", include_self=False)
+    total = out.index_add(0, document, values)
+    if how == "sum":
+        return total
+    return total / torch.bincount(document, minlength=documents).clamp(min=1).to(values.dtype)[:, None]
+
+
+class WindowAttention(nn.Module):
+    """A learned attention over the [CLS] vectors of a document's windows (`--window-pool attention`): one score per
+    window, softmax within each document, the weighted sum is the document's vector. Its weights are saved beside
+    the head under their own names (transformers leaves them out when it loads the classifier)."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(hidden_size, 1)
+
+    def forward(self, vectors: torch.Tensor, document: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """vectors (windows, hidden), document (windows,) -> (document vectors (D, hidden), weights (windows,))."""
+        scores = self.score(vectors).float()  # (windows, 1)
+        exp = (scores - pool_windows(scores, document, "max")[document]).exp()  # each document's best scores 0
+        weights = exp / pool_windows(exp, document, "sum")[document]  # softmax within each document
+        return pool_windows(vectors * weights.to(vectors.dtype), document, "sum"), weights.squeeze(-1)
+
+
 @dataclass
 class Output:
     logits: torch.Tensor
     loss: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None  # (batch, hidden): what the classifier read, for the attention over windows
 
 
 @dataclass
@@ -221,6 +252,10 @@ class BertForSequenceClassification(_HeadModel):
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        settings = config.extra.get("bertkit") or {}
+        self.window_pool = settings.get("window_pool", "mean") if settings.get("long") == "windows" else None
+        if self.window_pool == "attention":
+            self.window_attention = WindowAttention(config.hidden_size)
         self._init_head()
 
     def forward(
@@ -229,18 +264,41 @@ class BertForSequenceClassification(_HeadModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        window_document: torch.Tensor | None = None,
         **hf_keywords: object,
     ) -> Output:
+        """`window_document` (rows,): the rows are windows of documents, this one's index each (`--long windows`);
+        the logits (and the loss against one label per document) are then the documents', pooled from their
+        windows by `config`'s window_pool."""
         _check_hf_keywords(self, hf_keywords)
+        pooled = self._pooled(input_ids, attention_mask, token_type_ids)
+        logits = self.classifier(self.dropout(pooled))
+        if window_document is not None:
+            logits = self.pool_documents(logits, pooled, window_document)[0]
+        loss = self.loss(logits, labels) if labels is not None else None
+        # The attention pool reads each window's [CLS] vector; other models keep their outputs (and ONNX graphs).
+        return Output(logits, loss, pooled if self.window_pool == "attention" else None)
+
+    def pool_documents(self, logits: torch.Tensor, pooled: torch.Tensor,
+                       document: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Windows' logits and [CLS] vectors -> (each document's logits, the attention weight of each window, or
+        None for mean and max). One window alone gives its own logits."""
+        if self.window_pool is None:
+            raise BertkitError("this model reads each text whole (it was not fine-tuned with --long windows)")
+        if self.window_pool == "attention":
+            vectors, weights = self.window_attention(pooled, document)
+            return self.classifier(self.dropout(vectors)), weights
+        return pool_windows(logits, document, self.window_pool), None
+
+    def _pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                token_type_ids: torch.Tensor | None) -> torch.Tensor:
         if self.config.extra.get("classifier_pooling", "cls") == "mean":
             mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
             pooled = pool(self.bert(input_ids, mask, token_type_ids).last_hidden_state, mask)
             if self.config.extra.get("classifier_normalize", False):
                 pooled = F.normalize(pooled, dim=-1)
-        else:
-            pooled = self.bert(input_ids, attention_mask, token_type_ids, output_positions=_first_token(input_ids)).pooler_output
-        logits = self.classifier(self.dropout(pooled))
-        return Output(logits, self.loss(logits, labels) if labels is not None else None)
+            return pooled
+        return self.bert(input_ids, attention_mask, token_type_ids, output_positions=_first_token(input_ids)).pooler_output
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         problem = self.config.problem_type or self._infer_problem_type(labels)

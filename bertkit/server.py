@@ -50,7 +50,7 @@ class ServerLimits:
     max_batch_size: int = 32  # texts (QA: question/context items) per model batch
     max_wait_ms: float = 10.0  # how long the first request of a batch waits for company
     max_texts: int = 64  # texts (QA: items) per request
-    max_chars: int = 10_000  # characters per text, text pair, question or context
+    max_chars: int = 100_000  # characters per text, text pair, question or context: a long document is normal input
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_texts", "max_chars"):

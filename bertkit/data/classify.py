@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from bertkit.batching import Feature
 from bertkit.data.io import DEFAULT_ENCODING, iter_records
+from bertkit.data.windows import stride_windows
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import BertTokenizer
 
@@ -109,18 +110,68 @@ def check_labels(examples: list[ClassifyExample], label2id: dict[str, int], path
                 raise BertkitError(f"{path}:{example.line}: label {label!r} is not one of the training labels ({known})")
 
 
+LONG_POLICIES = ("truncate", "head+tail", "windows")
+# Sun et al. 2019 (How to Fine-Tune BERT for Text Classification?): the first 128 and the last 382 of 510 tokens
+# read best; a shorter input keeps the same shares.
+HEAD_SHARE = 128 / 510
+
+
+def head_and_tail(tokens: list[int], budget: int) -> list[int]:
+    """The first and the last tokens of a text longer than `budget`, HEAD_SHARE of them from its start."""
+    if len(tokens) <= budget:
+        return tokens
+    head = round(budget * HEAD_SHARE)
+    return tokens[:head] + tokens[len(tokens) - (budget - head):]
+
+
+def window_budget(max_length: int, stride: int) -> int:
+    """Tokens of text per window (all but [CLS] and [SEP]); a stride (overlap) must leave each window new ones."""
+    budget = max_length - 2
+    if not 0 <= stride < budget:
+        raise BertkitError(f"--stride {stride} must be at least 0 and less than a window's {budget} text tokens "
+                           f"(--max-seq-len {max_length} less [CLS] and [SEP])")
+    return budget
+
+
 def encode_classify(
-    examples: list[ClassifyExample], tokenizer: BertTokenizer, max_length: int, label2id: dict[str, int] | None = None
+    examples: list[ClassifyExample],
+    tokenizer: BertTokenizer,
+    max_length: int,
+    label2id: dict[str, int] | None = None,
+    long: str = "truncate",
+    stride: int = 0,
 ) -> list[Feature]:
-    """Token ids, segments and (when label2id is given) the label: an id, or a 0/1 vector for multi-label."""
+    """Token ids, segments and (when label2id is given) the label: an id, or a 0/1 vector for multi-label.
+
+    A text longer than `max_length` is read by the `long` policy: "truncate" keeps its start, "head+tail" its start
+    and its end (`head_and_tail`), "windows" keeps it all, `[CLS] text [SEP]`, with "windows": the [first, end)
+    token ranges of windows of `max_length` sharing `stride` tokens, and "spans": each window's character range.
+    """
+    pairs = examples[0].pair is not None if examples else False
+    if long not in LONG_POLICIES:
+        raise BertkitError(f"--long must be one of {', '.join(LONG_POLICIES)}, got {long!r}")
+    if pairs and long != "truncate":
+        raise BertkitError(f"--long {long} reads single texts; sentence pairs are truncated (--long truncate)")
+    budget = window_budget(max_length, stride) if long == "windows" else max_length - 2
     encodings = tokenizer.encode_batch(
         [e.text for e in examples],
-        [e.pair for e in examples] if examples and examples[0].pair is not None else None,
+        [e.pair for e in examples] if pairs else None,
         max_length=max_length,
+        truncation="longest_first" if long == "truncate" else "do_not_truncate",
     )
     features = []
     for example, encoding in zip(examples, encodings):
         feature: Feature = {"input_ids": encoding.input_ids, "token_type_ids": encoding.token_type_ids}
+        if long == "head+tail":
+            ids = [encoding.input_ids[0], *head_and_tail(encoding.input_ids[1:-1], budget), encoding.input_ids[-1]]
+            feature = {"input_ids": ids, "token_type_ids": [0] * len(ids)}
+        elif long == "windows":
+            ranges = stride_windows(len(encoding.input_ids) - 2, budget, budget - stride)
+            feature["windows"] = [list(r) for r in ranges]
+            if label2id is None:  # predicting: where each window lies in the text, for its scores
+                offsets = encoding.offsets[1:-1]
+                feature["spans"] = [[offsets[first][0], offsets[end - 1][1]] if end > first else [0, 0]
+                                    for first, end in ranges]
         if label2id is not None and example.label is not None:
             if isinstance(example.label, list):
                 vector = [0.0] * len(label2id)

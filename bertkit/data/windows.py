@@ -69,3 +69,10 @@ def max_context_owners(lengths: list[int], windows: list[tuple[int, int]]) -> li
             if score > best[position][0]:
                 best[position] = (score, k)
     return [k for _, k in best]
+
+
+def window_inputs(input_ids: list[int], windows: list[tuple[int, int]]) -> list[list[int]]:
+    """`[CLS] document [SEP]` as one input per window, `[CLS] piece [SEP]`; the windows are [first, end) ranges
+    over the document's tokens (between [CLS] and [SEP])."""
+    cls, body, sep = input_ids[0], input_ids[1:-1], input_ids[-1]
+    return [[cls, *body[first:end], sep] for first, end in windows]

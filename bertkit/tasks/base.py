@@ -161,8 +161,9 @@ class Task(ABC):
         config.extra["bertkit"] = {"task": self.name, **self.settings}
         return config
 
-    def _rows(self, model: torch.nn.Module, features: list[Feature], batch_size: int,
-              tokenizer: BertTokenizer) -> list[dict[str, torch.Tensor]]:
+    def _rows(self, model: torch.nn.Module, features: list[Feature], batch_size: int, tokenizer: BertTokenizer,
+              outputs: dict[str, bool] | None = None) -> list[dict[str, torch.Tensor]]:
+        """Each feature's model outputs: the task's `outputs`, or those named here."""
         from bertkit.batching import forward_rows
 
-        return forward_rows(model, features, batch_size, tokenizer.pad_token_id, self.outputs)
+        return forward_rows(model, features, batch_size, tokenizer.pad_token_id, outputs or self.outputs)

@@ -22,6 +22,20 @@ class ClassifyOptions(Options):
     text_pair_column: str | None = option(None, "column of the second text of sentence pairs")
     label_column: str = option("label", "column of the label")
     multi_label: bool = option(False, "labels are lists; sigmoid per label")
+    long: str = option("truncate", "texts longer than --max-seq-len: keep the start (truncate), the start and the end "
+                       "(head+tail), or read them all in overlapping windows whose outputs are pooled (windows)",
+                       choices=classify.LONG_POLICIES)
+    stride: int = option(32, "with --long windows: tokens shared by consecutive windows (less than a window)", min=0)
+    window_pool: str = option("mean", "with --long windows: a document's logits are the mean or max of its windows' "
+                              "logits, or read from a learned attention over its windows' [CLS] vectors",
+                              choices=("mean", "max", "attention"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.long == "windows":  # a one-line error before any file is read
+            classify.window_budget(self.max_seq_len, self.stride)
+        if self.long != "truncate" and self.text_pair_column:
+            raise BertkitError(f"--long {self.long} reads single texts; sentence pairs are truncated (--long truncate)")
 
 
 class ClassifyTask(Task):
@@ -128,19 +142,64 @@ class ClassifyTask(Task):
             score = scores[label]
         return [{"label": label, "score": score, "scores": scores} for _ in examples]
 
-    def features(self, examples: list[classify.ClassifyExample], tokenizer, config) -> list:
-        return classify.encode_classify(examples, tokenizer, self.options.max_seq_len, config.label2id)
+    def _encode(self, examples: list[classify.ClassifyExample], tokenizer, label2id: dict[str, int] | None) -> list:
+        o = self.options
+        return classify.encode_classify(examples, tokenizer, o.max_seq_len, label2id, o.long, o.stride)
 
-    def predict(self, model, tokenizer, examples: list[classify.ClassifyExample], batch_size: int) -> list[dict]:
+    def features(self, examples: list[classify.ClassifyExample], tokenizer, config) -> list:
+        return self._encode(examples, tokenizer, config.label2id)
+
+    def _probabilities(self, logits):
         import torch
 
+        return torch.sigmoid(logits) if self.options.multi_label else torch.softmax(logits, dim=-1)
+
+    def predict(self, model, tokenizer, examples: list[classify.ClassifyExample], batch_size: int) -> list[dict]:
         labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
-        features = classify.encode_classify(examples, tokenizer, self.options.max_seq_len)
-        results: list[dict] = []
-        for row in self._rows(model, features, batch_size, tokenizer):
-            logits = row["logits"]
-            probs = (torch.sigmoid(logits) if self.options.multi_label else torch.softmax(logits, dim=-1)).tolist()
-            results.append(self.prediction(probs, labels))
+        features = self._encode(examples, tokenizer, None)
+        if self.options.long == "windows":
+            return self._predict_windows(model, tokenizer, features, batch_size, labels)
+        return [self.prediction(self._probabilities(row["logits"]).tolist(), labels)
+                for row in self._rows(model, features, batch_size, tokenizer)]
+
+    def _predict_windows(self, model, tokenizer, documents: list, batch_size: int, labels: list[str]) -> list[dict]:
+        """Every window of every document through the batched runner, then each document's windows pooled as in
+        training. Each prediction also carries "windows": each window's character range and own scores (and its
+        attention weight with --window-pool attention)."""
+        import torch
+
+        from bertkit.data.windows import window_inputs
+        from bertkit.heads import pool_windows
+
+        attention = self.options.window_pool == "attention"
+        if attention and not hasattr(model, "window_attention"):
+            raise BertkitError("this model pools windows with a learned attention that the loaded model lacks "
+                               "(the ONNX backend runs without it; use --backend torch)")
+        windows = [ids for document in documents for ids in window_inputs(document["input_ids"], document["windows"])]
+        owners = torch.tensor([d for d, document in enumerate(documents) for _ in document["windows"]])
+        outputs = {"logits": False, "pooled": False} if attention else {"logits": False}
+        rows = self._rows(model, [{"input_ids": ids, "token_type_ids": [0] * len(ids)} for ids in windows],
+                          batch_size, tokenizer, outputs)
+        window_logits = torch.stack([row["logits"] for row in rows])
+        if attention:
+            device = model.window_attention.score.weight.device
+            pooled = torch.stack([row["pooled"] for row in rows]).to(device)
+            logits, weights = model.pool_documents(window_logits.to(device), pooled, owners.to(device))
+            logits, weights = logits.float().cpu(), weights.float().cpu().tolist()
+        else:
+            logits, weights = pool_windows(window_logits, owners, self.options.window_pool), None
+        window_probs = self._probabilities(window_logits).tolist()
+        results, cursor = [], 0
+        for document, probs in zip(documents, self._probabilities(logits).tolist()):
+            prediction = self.prediction(probs, labels)
+            prediction["windows"] = []
+            for k, (start, end) in enumerate(document["spans"], start=cursor):
+                window = {"start": start, "end": end, "scores": dict(zip(labels, window_probs[k]))}
+                if weights is not None:
+                    window["weight"] = weights[k]
+                prediction["windows"].append(window)
+            cursor += len(document["spans"])
+            results.append(prediction)
         return results
 
     def prediction(self, probs: list[float], labels: list[str]) -> dict[str, Any]:
