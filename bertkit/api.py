@@ -130,7 +130,9 @@ def finetune(
     built (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's loss.
     `options`: every flag of `bertkit finetune TASK` (epochs=3, lr=5e-5, max_seq_len=128, ...), among them
     what trains: freeze="encoder" or N, peft="lora" | "bitfit" | "adapter" (with lora_rank, lora_alpha,
-    lora_dropout, lora_targets, adapter_size); these run before `prepare_model`.
+    lora_dropout, lora_targets, adapter_size); these run before `prepare_model`. Classification also takes
+    continual=True with `model` a fine-tuned classifier (continual_strategy="rehearsal" | "ewc" | "none",
+    rehearsal_size, rehearsal_ratio, ewc_lambda, stage_name, stage_dev_size; see bertkit.continual).
 
     "setfit" (few-shot, same data as "classify"): contrastive pairs tune the encoder, then a logistic
     regression on the embeddings becomes the head; options k, num_pairs, epochs, batch_size, lr, head_c,

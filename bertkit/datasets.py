@@ -50,6 +50,33 @@ def polarity_reviews() -> list[tuple[str, str]]:
     return [rows[i] for i in order]
 
 
+def mini_newsgroups() -> list[tuple[str, str]]:
+    """gensim's 200 Usenet posts from alt.atheism and sci.space, (subject and body, "atheism"|"space"), in a fixed
+    shuffle. The file is a zlib-compressed pickle of a scikit-learn Bunch; it is never unpickled (that could run
+    code): its strings are read off the pickle's opcodes, and each post's group comes from its `Newsgroups:` header,
+    which is dropped with the other headers."""
+    import pickletools
+    import zlib
+
+    import torch
+
+    raw = zlib.decompress(package_file("gensim", "gensim/test/test_data/mini_newsgroup").read_bytes())
+    rows = []
+    for opcode, argument, _ in pickletools.genops(raw):
+        if opcode.name not in ("UNICODE", "BINUNICODE", "SHORT_BINUNICODE"):
+            continue
+        headers, _, body = argument.partition("\n\n")
+        fields = dict(line.split(":", 1) for line in headers.splitlines() if ":" in line)
+        if "Newsgroups" not in fields:
+            continue
+        groups = {group.strip() for group in fields["Newsgroups"].split(",")}
+        labels = [label for label, group in (("atheism", "alt.atheism"), ("space", "sci.space")) if group in groups]
+        if len(labels) == 1:  # cross-posted to both: no single label
+            rows.append((f"{fields.get('Subject', '').strip()}\n{body.strip()}", labels[0]))
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).tolist()
+    return [rows[i] for i in order]
+
+
 NER_TAGS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 
 
