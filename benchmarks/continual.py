@@ -1,6 +1,6 @@
 """Continual learning on real data: two English classification tasks in sequence, forgetting per strategy.
 
-    OMP_NUM_THREADS=1 nice -n 19 python -m benchmarks.continual [--seeds 1] [--epochs 3]
+    OMP_NUM_THREADS=1 nice -n 19 python -m benchmarks.continual [--seeds 1] [--epochs-a 6] [--epochs 3]
 
 Task A is Pang & Lee movie-review polarity (pos/neg), task B gensim's mini 20-newsgroups (alt.atheism against
 sci.space, headers dropped): different label sets, so after task B the head has 4 labels. all-MiniLM-L6-v2 is
@@ -52,12 +52,13 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, dict[
     a_train, a_dev, a_test = (rows(part) for part in split(polarity_reviews(), seed, SIZES))
     b_train, b_dev, b_test = (rows(part) for part in split(mini_newsgroups(), seed, SIZES))
     train = {"epochs": args.epochs, "batch_size": 16, "lr": args.lr, "seed": seed, "max_seq_len": 128, "bf16": False}
+    first_train = {**train, "epochs": args.epochs_a}
     quiet = contextlib.redirect_stderr(io.StringIO())
     results: dict[str, dict[str, float]] = {}
     start = time.perf_counter()
     with quiet:
         first = bertkit.finetune("classify", a_train, dev=a_dev, out=work / "a", stage_name="A",
-                                 rehearsal_size=args.rehearsal_size, **train)
+                                 rehearsal_size=args.rehearsal_size, **first_train)
     a_after_1 = {"a_dev_1": json.loads((work / "a" / "stages.json").read_text())["scores"]["A"],
                  "a_test_1": first.evaluate(a_test)["accuracy"], "seconds_1": time.perf_counter() - start}
     for strategy in STRATEGIES + ("joint",):
@@ -65,7 +66,7 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, dict[
         extra = {"ewc_lambda": args.ewc_lambda} if strategy == "ewc" else {}
         with quiet:
             if strategy == "joint":
-                model = bertkit.finetune("classify", a_train + b_train, dev=a_dev + b_dev, out=work / strategy, **train)
+                model = bertkit.finetune("classify", a_train + b_train, dev=a_dev + b_dev, out=work / strategy, **first_train)
             else:
                 model = bertkit.finetune("classify", b_train, dev=b_dev, out=work / strategy, model=work / "a",
                                          continual=True, continual_strategy=strategy, stage_name="B", **extra, **train)
@@ -86,8 +87,9 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--epochs-a", type=int, default=6, help="epochs on task A (and of the joint run)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs on task B")
+    parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--rehearsal-size", type=int, default=60)
     parser.add_argument("--ewc-lambda", type=float, default=1e4)
     args = parser.parse_args()
@@ -102,7 +104,7 @@ def main() -> None:
     lost = {s: mean[s]["a_test_1"] - mean[s]["a_test_2"] for s in mean}
     emit({
         "benchmark": "continual", "model": "all-MiniLM-L6-v2", "task_a": "pang_lee_polarity", "task_b": "mini_newsgroups",
-        "sizes": {"train": SIZES[0], "dev": SIZES[1], "test": SIZES[2]}, "seeds": args.seeds, "epochs": args.epochs,
+        "sizes": {"train": SIZES[0], "dev": SIZES[1], "test": SIZES[2]}, "seeds": args.seeds, "epochs_a": args.epochs_a, "epochs_b": args.epochs,
         "lr": args.lr, "rehearsal_size": args.rehearsal_size, "rehearsal_ratio": ContinualOptions().rehearsal_ratio, "ewc_lambda": args.ewc_lambda,
         "mean": mean, "per_seed": per_seed,
         "a_test_lost": lost,

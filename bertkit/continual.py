@@ -290,7 +290,7 @@ class Stage:
             replay = rehearsal_draws([e for _, e in self.memory], len(self.new_train), options.rehearsal_ratio, seed)
         self.replayed = len(replay)
         self.train = ReadExamples(self.new_train + replay)
-        self.dev = ReadExamples(self.new_dev) if self.new_dev is not None else None
+        self.dev = dev  # as given: the trainer reads it again, and names a path in its errors
 
     def _check_source(self, model: Any) -> None:
         from bertkit.checkpoint import load_config

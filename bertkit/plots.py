@@ -127,9 +127,9 @@ def plot_forgetting(rows: list[dict], new_score: float | None, new_stage: str, m
         ax.bar(len(rows), new_score, width=0.4, color="tab:green", label="new task")
         ax.text(len(rows), new_score + 0.01, f"{new_score:.2f}", ha="center", fontsize=8)
     ax.set_xticks(range(len(rows) + 1), [row["task"] for row in rows] + [new_stage])
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.25)  # room above the bars for the legend
     ax.set_ylabel(f"dev {metric}")
     ax.set_title(f"forgetting: earlier tasks before and after {new_stage}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
