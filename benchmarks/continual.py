@@ -61,26 +61,29 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, dict[
                                  rehearsal_size=args.rehearsal_size, **first_train)
     a_after_1 = {"a_dev_1": json.loads((work / "a" / "stages.json").read_text())["scores"]["A"],
                  "a_test_1": first.evaluate(a_test)["accuracy"], "seconds_1": time.perf_counter() - start}
-    for strategy in STRATEGIES + ("joint",):
+    runs = [(s, None) for s in args.strategies if s != "ewc"] + [("ewc", lam) for lam in args.ewc_lambda
+                                                                   if "ewc" in args.strategies]
+    for strategy, lam in runs:
+        name = strategy if lam is None or len(args.ewc_lambda) == 1 else f"ewc_{lam:g}"
         start = time.perf_counter()
-        extra = {"ewc_lambda": args.ewc_lambda} if strategy == "ewc" else {}
+        extra = {"ewc_lambda": lam} if strategy == "ewc" else {}
         with quiet:
             if strategy == "joint":
-                model = bertkit.finetune("classify", a_train + b_train, dev=a_dev + b_dev, out=work / strategy, **first_train)
+                model = bertkit.finetune("classify", a_train + b_train, dev=a_dev + b_dev, out=work / name, **first_train)
             else:
-                model = bertkit.finetune("classify", b_train, dev=b_dev, out=work / strategy, model=work / "a",
+                model = bertkit.finetune("classify", b_train, dev=b_dev, out=work / name, model=work / "a",
                                          continual=True, continual_strategy=strategy, stage_name="B", **extra, **train)
         seconds = time.perf_counter() - start
         record = {"a_test_2": model.evaluate(a_test)["accuracy"], "a_test_within": within(model, a_test, ("neg", "pos")),
                   "b_dev_2": None, "b_test_2": model.evaluate(b_test)["accuracy"], "seconds_2": seconds}
         if strategy != "joint":
-            metrics = json.loads((work / strategy / "metrics.json").read_text())
+            metrics = json.loads((work / name / "metrics.json").read_text())
             (row,) = metrics["forgetting"]
             record.update(a_dev_2=row["after"], a_drop_dev=row["drop"], b_dev_2=metrics["continual"]["scores"]["B"],
                           **({"ewc_penalty_last": model.history.steps[-1].get("ewc")} if strategy == "ewc" else {}))
         else:
             record["a_dev_2"] = model.evaluate(a_dev)["accuracy"]
-        results[strategy] = {**a_after_1, **record}
+        results[name] = {**a_after_1, **record}
     return results
 
 
@@ -91,7 +94,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs on task B")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--rehearsal-size", type=int, default=60)
-    parser.add_argument("--ewc-lambda", type=float, default=1e4)
+    parser.add_argument("--ewc-lambda", type=float, nargs="+", default=[ContinualOptions().ewc_lambda])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES) + ["joint"],
+                        choices=list(STRATEGIES) + ["joint"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -102,13 +107,14 @@ def main() -> None:
     mean = {s: {k: statistics.fmean(r[s][k] for r in per_seed) for k in per_seed[0][s] if per_seed[0][s][k] is not None}
             for s in per_seed[0]}
     lost = {s: mean[s]["a_test_1"] - mean[s]["a_test_2"] for s in mean}
+    baseline = lost.get("none")
     emit({
         "benchmark": "continual", "model": "all-MiniLM-L6-v2", "task_a": "pang_lee_polarity", "task_b": "mini_newsgroups",
         "sizes": {"train": SIZES[0], "dev": SIZES[1], "test": SIZES[2]}, "seeds": args.seeds, "epochs_a": args.epochs_a, "epochs_b": args.epochs,
         "lr": args.lr, "rehearsal_size": args.rehearsal_size, "rehearsal_ratio": ContinualOptions().rehearsal_ratio, "ewc_lambda": args.ewc_lambda,
         "mean": mean, "per_seed": per_seed,
         "a_test_lost": lost,
-        "lost_ratio_vs_sequential": {s: (lost[s] / lost["none"] if lost["none"] else None) for s in ("rehearsal", "ewc")},
+        "lost_ratio_vs_sequential": {s: (lost[s] / baseline if baseline else None) for s in lost if s != "none"},
         "seconds": time.perf_counter() - start, "machine": machine(),
     })
 

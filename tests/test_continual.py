@@ -220,3 +220,13 @@ def test_rehearsal_needs_a_kept_sample(stage_one, tmp_path):
         bertkit.finetune("classify", PLACES, out=tmp_path / "out", model=bare, continual=True)
     with pytest.raises(BertkitError, match=r"^--continual-strategy ewc: .* keeps no training sample"):
         bertkit.finetune("classify", PLACES, out=tmp_path / "out", model=bare, continual=True, continual_strategy="ewc")
+
+
+def test_mini_newsgroups_labels_come_from_the_headers_which_are_dropped():
+    from bertkit.datasets import mini_newsgroups
+
+    posts = mini_newsgroups()
+    assert len(posts) == 200 and Counter(label for _, label in posts) == {"atheism": 100, "space": 100}
+    assert not any(text.startswith(("Newsgroups:", "From:", "Path:")) or "\nNewsgroups:" in text.split("\n\n")[0]
+                   for text, _ in posts)
+    assert posts == mini_newsgroups()  # a fixed order
