@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import io
 import json
+import resource
 import statistics
 import tempfile
 import time
@@ -115,7 +116,8 @@ def main() -> None:
         "mean": mean, "per_seed": per_seed,
         "a_test_lost": lost,
         "lost_ratio_vs_sequential": {s: (lost[s] / baseline if baseline else None) for s in lost if s != "none"},
-        "seconds": time.perf_counter() - start, "machine": machine(),
+        "seconds": time.perf_counter() - start, "cpu_seconds": resource.getrusage(resource.RUSAGE_SELF).ru_utime,
+        "machine": machine(),
     })
 
 

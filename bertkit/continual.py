@@ -265,7 +265,7 @@ def _source_dir(model: Any) -> Path:
 
 class Stage:
     """One `finetune classify` run as a stage: built before training (checks, the data mix, the hooks), and
-    `finish(out, history)` after it writes the kept samples, stages.json and the forgetting report."""
+    `finish(history)` after it writes the kept samples, stages.json and the forgetting report."""
 
     def __init__(self, task: Any, options: ContinualOptions, model: Any, out: Path, train: Any, dev: Any,
                  seed: int) -> None:
