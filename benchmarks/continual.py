@@ -1,6 +1,6 @@
 """Continual learning on real data: two English classification tasks in sequence, forgetting per strategy.
 
-    OMP_NUM_THREADS=1 nice -n 19 python -m benchmarks.continual [--seeds 1] [--epochs-a 6] [--epochs 3]
+    OMP_NUM_THREADS=1 nice -n 19 python -m benchmarks.continual [--seeds 1 2] [--epochs-a 6] [--epochs 3]
 
 Task A is Pang & Lee movie-review polarity (pos/neg), task B gensim's mini 20-newsgroups (alt.atheism against
 sci.space, headers dropped): different label sets, so after task B the head has 4 labels. all-MiniLM-L6-v2 is
@@ -90,7 +90,7 @@ def run_seed(seed: int, work: Path, args: argparse.Namespace) -> dict[str, dict[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--epochs-a", type=int, default=6, help="epochs on task A (and of the joint run)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs on task B")
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -102,7 +102,7 @@ def main() -> None:
     torch.set_num_threads(1)
     start = time.perf_counter()
     per_seed = []
-    for seed in range(1, args.seeds + 1):
+    for seed in args.seeds:
         with tempfile.TemporaryDirectory(prefix="bertkit-continual-") as work:
             per_seed.append(run_seed(seed, Path(work), args))
     mean = {s: {k: statistics.fmean(r[s][k] for r in per_seed) for k in per_seed[0][s] if per_seed[0][s][k] is not None}
