@@ -98,6 +98,18 @@ def test_rehearsal_stage_grows_the_head_and_keeps_the_old_rows(stage_one, tmp_pa
     assert (out / "stages" / "sentiment-dev.jsonl").read_text() == (stage_one / "stages" / "sentiment-dev.jsonl").read_text()
 
 
+def test_same_labels_keep_the_head_and_a_stage_without_dev_has_no_score(stage_one, tmp_path):
+    more = [{"text": "the story was fun", "label": "pos"}, {"text": "the plot was awful", "label": "neg"}] * 3
+    out = tmp_path / "stage2"
+    bertkit.finetune("classify", more, out=out, model=stage_one, continual=True, continual_strategy="none",
+                     epochs=1, batch_size=4)
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    record = json.loads((out / "stages.json").read_text())
+    assert [(s["name"], s["dev"], s.get("score")) for s in record["stages"]][1] == ("stage2", None, None)
+    (row,) = json.loads((out / "metrics.json").read_text())["forgetting"]
+    assert row["task"] == "sentiment" and row["after"] == bertkit.load(out).evaluate(SENTIMENT)["accuracy"]
+
+
 def test_forgetting_table_on_the_command_line(stage_one, tmp_path, capsys):
     train = tmp_path / "places.jsonl"
     train.write_text("".join(json.dumps(row) + "\n" for row in PLACES), encoding="utf-8")
