@@ -64,7 +64,7 @@ class ContinualOptions(Options):
                                       "even across stages and labels, for later --continual runs (0: none)", min=0)
     rehearsal_ratio: float = option(0.3, "with --continual-strategy rehearsal: the share of the training examples "
                                          "drawn from the kept sample", above=0, max=0.9)
-    ewc_lambda: float = option(1e8, "with --continual-strategy ewc: the weight λ of the penalty λ/2·Σ F·(θ-θ*)²",
+    ewc_lambda: float = option(1e6, "with --continual-strategy ewc: the weight λ of the penalty λ/2·Σ F·(θ-θ*)²",
                                above=0, metavar="λ")
     stage_name: str | None = option(None, "classify: this run's name in stages.json and the forgetting report "
                                           "(default: stageN)", metavar="NAME")
