@@ -130,7 +130,9 @@ def finetune(
     built (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's loss.
     `options`: every flag of `bertkit finetune TASK` (epochs=3, lr=5e-5, max_seq_len=128, ...), among them
     what trains: freeze="encoder" or N, peft="lora" | "bitfit" | "adapter" (with lora_rank, lora_alpha,
-    lora_dropout, lora_targets, adapter_size); these run before `prepare_model`.
+    lora_dropout, lora_targets, adapter_size); these run before `prepare_model`. Classification also takes
+    continual=True with `model` a fine-tuned classifier (continual_strategy="rehearsal" | "ewc" | "none",
+    rehearsal_size, rehearsal_ratio, ewc_lambda, stage_name, stage_dev_size; see bertkit.continual).
 
     "setfit" (few-shot, same data as "classify"): contrastive pairs tune the encoder, then a logistic
     regression on the embeddings becomes the head; options k, num_pairs, epochs, batch_size, lr, head_c,
@@ -143,6 +145,7 @@ def finetune(
             raise BertkitError("finetune setfit takes no prepare_model, loss_fn or tokenizer")
         return FineTuned(out, train_setfit(train, out, model, dev, **options))
 
+    from bertkit.continual import ContinualOptions
     from bertkit.efficient import EfficientOptions, preparer
     from bertkit.finetuning import FinetuneOptions
     from bertkit.finetuning import finetune as run
@@ -150,16 +153,31 @@ def finetune(
     from bertkit.trainer import TrainConfig
 
     task_class = get_task(task)
-    task_options, train_options, extra, efficient = split_keywords(
-        options, task_class.Options, TrainConfig, FinetuneOptions, EfficientOptions, what=f"finetune {task}"
+    task_options, train_options, extra, efficient, continual_options = split_keywords(
+        options, task_class.Options, TrainConfig, FinetuneOptions, EfficientOptions, ContinualOptions,
+        what=f"finetune {task}"
     )
-    settings = FinetuneOptions(**extra)
-    prepare_model = preparer(EfficientOptions(**efficient), then=prepare_model)
+    settings, continual = FinetuneOptions(**extra), ContinualOptions(**continual_options)
+    efficient = EfficientOptions(**efficient)
+    prepare_model = preparer(efficient, then=prepare_model)
     task, train_config = task_class(task_options, encoding=settings.encoding), TrainConfig(**train_options)
     if settings.mlm_weight:
         from bertkit.auxiliary import mlm_hooks
 
         prepare_model, loss_fn = mlm_hooks(settings.mlm_weight, model, prepare_model, loss_fn)
+    stage = None
+    if continual.continual and task.name != "classify":
+        raise BertkitError(f"--continual is not supported yet for {task.name}; classification only")
+    if continual.continual and (settings.folds or efficient.peft in ("lora", "adapter")):
+        raise BertkitError("--continual does not go with --folds, --peft lora or --peft adapter")
+    if task.name == "classify":  # every classify run is a stage a later --continual run can build on
+        from bertkit.checkpoint import refuse_to_replace_model
+        from bertkit.continual import Stage
+
+        refuse_to_replace_model(Path(out), settings.overwrite, settings.resume)
+        stage = Stage(task, continual, model, Path(out), train, dev, train_config.seed)
+        train, dev = stage.train, stage.dev
+        prepare_model, loss_fn = stage.hooks(prepare_model, loss_fn)
     hooks = {"prepare_model": prepare_model, "loss_fn": loss_fn, "tokenizer": tokenizer}
     report = None
     if settings.folds:
@@ -173,7 +191,9 @@ def finetune(
         train = ReadExamples(task.examples(train, "train"))  # read once, for the folds and the final model
         report = cross_validate(task, train, model, train_config, settings.folds, settings.eval_batch_size, **hooks)
     history = run(task, train, out, model, dev, train_config, settings.eval_batch_size, settings.resume,
-                  settings.overwrite, **hooks)
+                  settings.overwrite, **hooks, labels=stage.labels if stage is not None else None)
+    if stage is not None:
+        stage.finish(history, settings.eval_batch_size)
     if report is not None:
         from bertkit.callbacks import to_json
         from bertkit.fileio import atomic_write_text

@@ -91,6 +91,7 @@ def _other_task_flags(parser: argparse.ArgumentParser, task: type) -> None:
 
 def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
     def flags(parser: argparse.ArgumentParser) -> None:
+        from bertkit.continual import ContinualOptions
         from bertkit.efficient import EfficientOptions
         from bertkit.finetuning import FinetuneOptions
         from bertkit.trainer import TrainConfig
@@ -103,6 +104,7 @@ def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
         add_options(parser, TrainConfig)
         add_options(parser, FinetuneOptions)
         add_options(parser, EfficientOptions)
+        add_options(parser, ContinualOptions)
         _other_task_flags(parser, task)
         parser.set_defaults(task_name=task.name)
 
@@ -111,13 +113,14 @@ def _finetune_flags(task: type) -> Callable[[argparse.ArgumentParser], None]:
 
 def _finetune(args: argparse.Namespace) -> None:
     from bertkit import api
+    from bertkit.continual import ContinualOptions, forgetting_summary
     from bertkit.efficient import EfficientOptions
     from bertkit.finetuning import FinetuneOptions
     from bertkit.tasks import TASKS
     from bertkit.trainer import TrainConfig
 
     task = TASKS[args.task_name]
-    options = _option_values(args, task.Options, TrainConfig, FinetuneOptions, EfficientOptions)
+    options = _option_values(args, task.Options, TrainConfig, FinetuneOptions, EfficientOptions, ContinualOptions)
     result = api.finetune(task.name, train=args.train, dev=args.dev, out=args.out, model=args.model, **options)
     history = result.history
     if history.best is not None:
@@ -128,6 +131,8 @@ def _finetune(args: argparse.Namespace) -> None:
     if (report := result.cross_validation) is not None:
         summary = ", ".join(f"{k} {report['mean'][k]:.4f} ± {report['std'][k]:.4f}" for k in report["mean"])
         print(f"{report['folds']}-fold cross-validation: {summary} (cross_validation.json)", file=sys.stderr)
+    if args.continual and (summary := forgetting_summary(args.out)):
+        print(summary, file=sys.stderr)
 
 
 # --- distill ----------------------------------------------------------------------------------------------

@@ -8,8 +8,6 @@ gensim's test data carries 200 labelled English movie-review sentences and 200 U
 from __future__ import annotations
 
 import importlib.metadata
-import io
-import pickle
 import re
 import zlib
 from pathlib import Path
@@ -53,59 +51,43 @@ def polarity_reviews() -> list[tuple[str, str]]:
     return [rows[i] for i in order]
 
 
-class _Bunch(dict):
-    """sklearn's Bunch, as a plain dict."""
+def _newsgroup_posts_in_file_order() -> list[tuple[str, str, str]]:
+    """(subject, body, group) of each post of gensim's mini_newsgroup that is in exactly one of its two groups.
 
-    def __setstate__(self, state: dict) -> None:
-        self.update(state)
+    The file is a zlib-compressed pickle of a scikit-learn Bunch; it is never unpickled (that could run code): its
+    strings are read off the pickle's opcodes, and each post's group comes from its `Newsgroups:` header, which is
+    dropped with the other headers (they name the group).
+    """
+    import pickletools
 
-
-class _Skipped:
-    """A numpy array or dtype in the pickle: its bytes are read and dropped (no numpy code runs)."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def __setstate__(self, state: object) -> None:
-        pass
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Unpickles only the shapes mini_newsgroup is made of: a Bunch of strings and lists, and numpy arrays that are
-    skipped. Any other global is refused, so the file cannot run code."""
-
-    ALLOWED = {
-        ("copy_reg", "_reconstructor"): lambda cls, base, state: cls(state) if isinstance(state, dict) else cls(),
-        ("sklearn.datasets.base", "Bunch"): _Bunch,
-        ("__builtin__", "dict"): dict,
-        ("__builtin__", "object"): object,
-        ("numpy.core.multiarray", "_reconstruct"): _Skipped,
-        ("numpy", "ndarray"): _Skipped,
-        ("numpy", "dtype"): _Skipped,
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"mini_newsgroup: refusing to load {module}.{name}")
-        return self.ALLOWED[(module, name)]
+    raw = zlib.decompress(package_file("gensim", "gensim/test/test_data/mini_newsgroup").read_bytes())
+    posts = []
+    for opcode, argument, _ in pickletools.genops(raw):
+        if opcode.name not in ("UNICODE", "BINUNICODE", "SHORT_BINUNICODE"):
+            continue
+        headers, _, body = argument.partition("\n\n")
+        fields = dict(line.split(":", 1) for line in headers.splitlines() if ":" in line)
+        if "Newsgroups" not in fields or not body.strip():
+            continue
+        groups = {group.strip() for group in fields["Newsgroups"].split(",")} & {"alt.atheism", "sci.space"}
+        if len(groups) == 1:  # cross-posted to both: no single label
+            posts.append((fields.get("Subject", "").strip(), body.strip(), groups.pop()))
+    return posts
 
 
 def newsgroup_posts() -> list[tuple[str, str]]:
-    """gensim's mini_newsgroup (200 posts of 20 Newsgroups, alt.atheism and sci.space) as (body, group).
+    """The 200 Usenet posts (alt.atheism and sci.space) as (body, group), in file order: the body alone, quotes
+    and signatures included, for the long-document benchmark."""
+    return [(body, group) for _, body, group in _newsgroup_posts_in_file_order()]
 
-    The group is read from each post's `Newsgroups:` header; the headers are then dropped (they name the group), so
-    the text is the body alone, quotes and signatures included. Posts cross-posted to both groups are left out.
-    """
-    path = package_file("gensim", "gensim/test/test_data/mini_newsgroup")
-    bunch = _PlainUnpickler(io.BytesIO(zlib.decompress(path.read_bytes())), encoding="latin1").load()
-    rows = []
-    for post in bunch["data"]:
-        header, _, body = post.partition("\n\n")
-        found = re.search(r"^Newsgroups:(.*)$", header, flags=re.MULTILINE)
-        groups = {g.strip() for g in found.group(1).split(",")} & {"alt.atheism", "sci.space"} if found else set()
-        if len(groups) == 1 and body.strip():
-            rows.append((body.strip(), groups.pop()))
-    return rows
+
+def mini_newsgroups() -> list[tuple[str, str]]:
+    """The same posts as (subject and body, "atheism"|"space"), in a fixed shuffle, for the continual benchmark."""
+    import torch
+
+    rows = [(f"{subject}\n{body}", group.split(".")[1]) for subject, body, group in _newsgroup_posts_in_file_order()]
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).tolist()
+    return [rows[i] for i in order]
 
 
 NER_TAGS = {"nr": "PER", "ns": "LOC", "nt": "ORG"}

@@ -74,11 +74,13 @@ def finetune(
     loss_fn: LossFn | None = None,
     tokenizer: BertTokenizer | None = None,
     callbacks: Sequence[Callback] = (),
+    labels: list[str] | None = None,
 ) -> History:
     """Fine-tune and keep the best model in `out_dir`. `train` and `dev` are paths or in-memory rows (see
     `Task.examples`). `prepare_model(model) -> model` runs on the loaded model before the optimizer is built
     (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's own loss. `callbacks` run
-    after the trainer's own (best model, early stopping, metrics.json): `tune` prunes trials with one."""
+    after the trainer's own (best model, early stopping, metrics.json): `tune` prunes trials with one. `labels`
+    orders the head's labels (continual learning keeps a model's own first); by default the training data's, sorted."""
     FinetuneOptions(eval_batch_size=eval_batch_size, resume=resume, overwrite=overwrite)
     out = Path(out_dir)
     refuse_to_replace_model(out, overwrite, resume)
@@ -88,7 +90,7 @@ def finetune(
     set_seed(train_config.seed)  # before the model exists: the fresh head's initialisation is seeded too
     with tempfile.TemporaryDirectory(prefix=".bertkit-tmp-model-") as staging:
         model_dir = _start_from(model_name, tokenizer, Path(staging))
-        config = task.config_for(load_config(model_dir), task.label_list(train_examples))
+        config = task.config_for(load_config(model_dir), labels or task.label_list(train_examples))
         if (prior := task.label_prior(train_examples)) is not None:  # for evaluate's majority-class baseline
             config.extra["bertkit"][PRIOR_KEY] = prior
         if dev_examples is not None:

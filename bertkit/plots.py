@@ -112,3 +112,24 @@ def plot_demo(results: dict, path: Path) -> None:
     curve_ax.set_title("Chinese BERT-tiny from scratch, briefly")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot_forgetting(rows: list[dict], new_score: float | None, new_stage: str, metric: str, path: Path) -> None:
+    """A continual stage at a glance: each earlier task's dev score before and after it, and the new task's."""
+    fig = Figure(figsize=(max(4.5, 1.4 * len(rows) + 3), 4))
+    ax = fig.subplots()
+    for i, row in enumerate(rows):
+        for offset, key, color in ((-0.2, "before", "tab:gray"), (0.2, "after", "tab:blue")):
+            if row[key] is not None:
+                ax.bar(i + offset, row[key], width=0.4, color=color, label=key if i == 0 else None)
+                ax.text(i + offset, row[key] + 0.01, f"{row[key]:.2f}", ha="center", fontsize=8)
+    if new_score is not None:
+        ax.bar(len(rows), new_score, width=0.4, color="tab:green", label="new task")
+        ax.text(len(rows), new_score + 0.01, f"{new_score:.2f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(rows) + 1), [row["task"] for row in rows] + [new_stage])
+    ax.set_ylim(0, 1.25)  # room above the bars for the legend
+    ax.set_ylabel(f"dev {metric}")
+    ax.set_title(f"forgetting: earlier tasks before and after {new_stage}")
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
