@@ -235,6 +235,25 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     figure.savefig(path, dpi=120)
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Accuracy (mean ± std) per method and K, with the trainable share, mean training seconds and peak memory."""
+    ks = sorted({r["k"] for r in rows if r["k"]})
+    lines = ["| method | " + " | ".join(f"K={k}" for k in ks) + " | trained | train s (K=" + f"{ks[-1]}) | peak RSS MB |",
+             "|---|" + "---|" * (len(ks) + 3)]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        line = {r["k"]: r for r in rows if r["method"] == method}
+        if 0 in line:
+            r = line[0]
+            lines.append(f"| {method} | " + " | ".join(f"{r['accuracy']:.3f}" for _ in ks) + " | none | - | - |")
+            continue
+        last = line[ks[-1]]
+        share = 100 * last["trainable_params"] / last["total_params"]
+        cells = [f"{line[k]['accuracy']:.3f} ± {line[k]['std']:.3f}" if k in line else "" for k in ks]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {share:.3g}% | {last['train_seconds']} | "
+                     f"{last.get('peak_rss_mb', '')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lang", choices=sorted(LANGUAGES), default="en")
@@ -249,7 +268,11 @@ def main() -> None:
     parser.add_argument("--full-epochs", type=int, default=2)
     parser.add_argument("--out", default="runs/fewshot")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--table", default=None, metavar="JSONL", help="print a finished run's rows as a markdown table")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table([json.loads(line) for line in Path(args.table).read_text(encoding="utf-8").splitlines()]))
+        return
 
     import torch
 

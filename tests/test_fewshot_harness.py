@@ -32,6 +32,8 @@ def test_the_harness_runs_every_method_at_every_k_and_plots(tiny_mlm_dir, tmp_pa
     by_method = {r["method"]: r for r in rows if r["k"] == 2}
     assert by_method["frozen encoder + head"]["trainable_params"] < by_method["LoRA (r=8)"]["trainable_params"]
     assert by_method["LoRA (r=8)"]["trainable_params"] < by_method["full fine-tuning"]["trainable_params"]
+    table = fewshot.markdown_table(rows).splitlines()
+    assert table[0].startswith("| method | K=2 | K=4 |") and len(table) == 2 + len({r["method"] for r in rows})
     fewshot.plot(rows, tmp_path / "fewshot.png", "tiny")
     assert (tmp_path / "fewshot.png").read_bytes()[:4] == b"\x89PNG"
 
