@@ -98,12 +98,19 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
     return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
+def warmup_steps(warmup_ratio: float, total: int) -> int:
+    """The warmup's length in optimizer steps: the ratio of the total, rounded up as the transformers Trainer
+    rounds it (so the same settings give the same schedule)."""
+    return math.ceil(warmup_ratio * total)
+
+
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup from 0 to the peak rate, then linear decay to 0 at the last step."""
+    """Linear warmup from 0 to the peak rate over `warmup` steps, then linear decay to 0 at the last step:
+    the original BERT's and the transformers Trainer's schedule, step for step (the first step's rate is 0)."""
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / (warmup + 1)
+            return step / warmup
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -171,7 +178,7 @@ class Trainer:
             if self.world > 1 else model
         )
         self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
-        self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * total), total)
+        self.scheduler = linear_schedule(self.optimizer, warmup_steps(config.warmup_ratio, total), total)
         self.history = History()
         self.epoch = 0
         self.batches_done = 0  # within self.epoch, for resuming mid-epoch
