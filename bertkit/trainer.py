@@ -32,7 +32,7 @@ from bertkit.options import Options, option
 
 STATE_DIR = "trainer_state"
 # Settings that do not change what the run computes: a resume may change them freely.
-NOT_FINGERPRINTED = ("save_every", "allow_changes")
+NOT_FINGERPRINTED = ("save_every", "allow_changes", "lr_source")
 
 
 @dataclass
@@ -41,7 +41,8 @@ class TrainConfig(Options):
 
     epochs: int = option(3, "passes over the training data", min=1)
     batch_size: int = option(32, "examples per micro-batch", min=1)
-    lr: float = option(5e-5, "peak learning rate (AdamW)", above=0)
+    # None: `finetune` sets it from the model's size and the task (bertkit/defaults.py).
+    lr: float | None = option(None, "peak learning rate (AdamW; default: from the model's size and the task)", above=0)
     weight_decay: float = option(0.01, "AdamW weight decay", min=0)
     warmup_ratio: float = option(0.1, "fraction of the steps spent warming the learning rate up", min=0, max=1)
     max_grad_norm: float = option(1.0, "clip gradients to this norm (0: no clipping)", min=0)
@@ -56,6 +57,7 @@ class TrainConfig(Options):
     # unpadded encoder already spends next to nothing on padding.
     group_by_length: bool = option(False, "batch examples of similar length (faster; default: random batches)")
     allow_changes: bool = option(False, "with --resume: continue although the data or settings differ from the saved run (recorded in metrics.json)")
+    lr_source: str | None = option(None)  # where lr came from ("user", "default rule", "search"), for metrics.json
 
 
 @dataclass
@@ -147,6 +149,8 @@ class Trainer:
         `callbacks` default to best-model keeping, early stopping (when `patience` is set) and metrics.json."""
         if not features:
             raise BertkitError("no training examples")
+        if config.lr is None:
+            raise BertkitError("TrainConfig.lr is None: give a learning rate (finetune picks one for the model)")
         self.model = model
         self.features = features
         self.config = config
