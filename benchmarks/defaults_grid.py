@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import chinese_reviews, emit, machine, peoples_daily_ner, polarity_reviews, split
+from benchmarks.common import chinese_reviews, emit, machine, peoples_daily_ner, polarity_reviews, short_ner_sentences, split
 from benchmarks.finetune_real import run_transformers, write_ner, write_sentiment
 from bertkit.checkpoint import default_model_dir, load_config
 from bertkit.defaults import default_lr_for
@@ -33,7 +33,7 @@ from bertkit.tasks import TASKS
 from bertkit.trainer import TrainConfig
 from bertkit.tuning import tune
 
-SIZES = {"sentiment": (600, 200, 300), "ner": (300, 100, 200), "polarity": (120, 30, 50)}  # train, dev, test
+SIZES = {"sentiment": (250, 100, 200), "ner": (400, 100, 200), "polarity": (120, 30, 50)}  # train, dev, test
 
 
 def run_bertkit(name: str, files: dict[str, Path], args: argparse.Namespace, lr: float, work: Path) -> dict:
@@ -59,25 +59,29 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs=3, metavar=("TRAIN", "DEV", "TEST"), help="default: per task")
     parser.add_argument("--grid", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4, 3e-4])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 (ner, polarity: 16)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 (ner: 8, polarity: 16)")
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trials", type=int, default=6, help="tune's budget")
+    parser.add_argument("--chars", type=int, nargs=2, default=[20, 60], metavar=("LOW", "HIGH"),
+                        help="ner: People's Daily sentences of this many characters")
     parser.add_argument("--skip", nargs="*", default=[], choices=("transformers", "tune"))
     args = parser.parse_args()
     args.bf16 = False
-    args.batch_size = args.batch_size or (32 if args.task == "sentiment" else 16)
+    args.batch_size = args.batch_size or {"sentiment": 32, "ner": 8, "polarity": 16}[args.task]
     torch.set_num_threads(1)
 
     name = "ner" if args.task == "ner" else "classify"
     kind = "ner" if args.task == "ner" else "sentiment"  # run_transformers' two recipes
     rows = {"sentiment": chinese_reviews, "ner": peoples_daily_ner, "polarity": polarity_reviews}[args.task]()
+    if args.task == "ner":
+        rows = short_ner_sentences(rows, *args.chars)
     sizes = tuple(args.sizes or SIZES[args.task])
     train_rows, dev_rows, test_rows = split(rows, seed=0, sizes=sizes)
     default = default_lr_for(load_config(default_model_dir()), name)
     rates = sorted(set(args.grid) | {default})
     result: dict = {"benchmark": "defaults_grid", "task": args.task, "metric": TASKS[name].main_metric,
-                    "train_dev_test": sizes, "epochs": args.epochs, "batch_size": args.batch_size, "max_len": args.max_len,
+                    "train_dev_test": sizes, **({"chars": args.chars} if args.task == "ner" else {}), "epochs": args.epochs, "batch_size": args.batch_size, "max_len": args.max_len,
                     "seed": args.seed, "grid": args.grid, "bertkit_default_lr": default}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
