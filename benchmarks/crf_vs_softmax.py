@@ -31,12 +31,13 @@ from bertkit.tasks import TASKS
 from bertkit.trainer import TrainConfig
 
 
-def run(crf: bool, train: Path, test: Path, args: argparse.Namespace, seed: int, work: Path) -> dict:
-    out = work / f"{'crf' if crf else 'softmax'}-{seed}"
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, bf16=False)
-    start = time.perf_counter()
-    finetune(TASKS["ner"]({"max_seq_len": args.max_len, "crf": crf}), train, out, None, train_config=config)
-    train_s = time.perf_counter() - start
+def run(crf: bool, train: Path, test: Path, args: argparse.Namespace, seed: int, work: Path, max_steps: int = 0) -> dict:
+    out = work / f"{'crf' if crf else 'softmax'}-{seed}-{max_steps}"
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, bf16=False,
+                         max_steps=max_steps)
+    history = finetune(TASKS["ner"]({"max_seq_len": args.max_len, "crf": crf}), train, out, None, train_config=config,
+                       overwrite=True)
+    train_s = sum(epoch["seconds"] for epoch in history.epochs)  # the loop alone, not the model's loading
     predictor = Predictor(out, batch_size=64, fp32=True)
     start = time.perf_counter()
     metrics = predictor.evaluate(test)
@@ -55,6 +56,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=None, help="default: bertkit's default rule for the model")
     parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--timing-rounds", type=int, default=0,
+                        help="instead: time both heads in turn, N rounds of --timing-steps steps and a prediction "
+                             "of the test set each (best round), for a fair speed figure on a busy machine")
+    parser.add_argument("--timing-steps", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.lr = args.lr or default_lr_for(load_config(default_model_dir()), "ner")
@@ -65,6 +70,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         train, test = write_ner(train_rows, work / "train.jsonl"), write_ner(test_rows, work / "test.jsonl")
+        if args.timing_rounds:
+            rounds = [[run(crf, train, test, args, args.seeds[0], work, args.timing_steps) for crf in (False, True)]
+                      for _ in range(args.timing_rounds)]
+            speed = {head: {"step_ms": round(1000 * min(r[k]["train_s"] for r in rounds) / args.timing_steps, 1),
+                            "predict_texts_per_s": max(r[k]["predict_texts_per_s"] for r in rounds)}
+                     for k, head in enumerate(("softmax", "crf"))}
+            emit({"benchmark": "crf_vs_softmax_speed", "rounds": args.timing_rounds, "steps": args.timing_steps,
+                  "batch_size": args.batch_size, **speed,
+                  "step_time_ratio": round(speed["crf"]["step_ms"] / speed["softmax"]["step_ms"], 2),
+                  "predict_speed_ratio": round(speed["crf"]["predict_texts_per_s"] / speed["softmax"]["predict_texts_per_s"], 2),
+                  **machine()})
+            return
         for seed in args.seeds:
             for crf in (False, True):
                 runs.append(run(crf, train, test, args, seed, work))
