@@ -54,7 +54,10 @@ def run_bertkit(task: str, train_file: Path, test_file: Path, args: argparse.Nam
     return (metrics["accuracy"] if task == "sentiment" else metrics["f1"]), seconds
 
 
-def run_transformers(task: str, train_rows: list, test_rows: list, args: argparse.Namespace, seed: int, work: Path) -> tuple[float, float]:
+def run_transformers(task: str, train_rows: list, test_rows: list, args: argparse.Namespace, seed: int, work: Path,
+                     also: tuple[list, ...] = ()) -> tuple[float, float] | tuple[list[float], float]:
+    """The Trainer's test score and training seconds; given `also` (more labelled row sets), the scores of
+    the test rows and of each of those, as a list, and the seconds."""
     model_dir = default_model_dir()
     tokenizer = transformers.BertTokenizerFast.from_pretrained(model_dir)
     transformers.set_seed(seed)
@@ -98,25 +101,30 @@ def run_transformers(task: str, train_rows: list, test_rows: list, args: argpars
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    if task == "sentiment":
-        test = encode(test_rows)
-        logits = trainer.predict(test).predictions
-        accuracy = float(np.mean(np.argmax(logits, -1) == np.array([r["labels"] for r in test])))
-        return accuracy, seconds
-    import seqeval.metrics
 
-    test, enc = encode(test_rows)
-    logits = trainer.predict(test).predictions
-    predicted = []
-    for k, (words, tags) in enumerate(test_rows):
-        word_tags = ["O"] * len(words)  # words cut off by max_len are predicted O, as bertkit's windows are not
-        previous = None
-        for position, word in enumerate(enc.word_ids(k)):
-            if word is not None and word != previous:
-                word_tags[word] = labels[int(np.argmax(logits[k][position]))]
-            previous = word
-        predicted.append(word_tags)
-    return float(seqeval.metrics.f1_score([t for _, t in test_rows], predicted)), seconds
+    def score(rows: list) -> float:
+        if task == "sentiment":
+            encoded = encode(rows)
+            logits = trainer.predict(encoded).predictions
+            return float(np.mean(np.argmax(logits, -1) == np.array([r["labels"] for r in encoded])))
+        import seqeval.metrics
+
+        encoded, enc = encode(rows)
+        logits = trainer.predict(encoded).predictions
+        predicted = []
+        for k, (words, tags) in enumerate(rows):
+            word_tags = ["O"] * len(words)  # words cut off by max_len are predicted O, as bertkit's windows are not
+            previous = None
+            for position, word in enumerate(enc.word_ids(k)):
+                if word is not None and word != previous:
+                    word_tags[word] = labels[int(np.argmax(logits[k][position]))]
+                previous = word
+            predicted.append(word_tags)
+        return float(seqeval.metrics.f1_score([t for _, t in rows], predicted))
+
+    if also:
+        return [score(rows) for rows in (test_rows, *also)], seconds
+    return score(test_rows), seconds
 
 
 def main() -> None:

@@ -128,7 +128,8 @@ def finetune(
     `model`: a directory, a hub id, or a bertkit model (a FineTuned, or a module with `tokenizer=`);
     default the packaged all-MiniLM-L6-v2. `prepare_model(model) -> model` runs before the optimizer is
     built (freezing, adapters); `loss_fn(model, batch) -> (loss, logs)` replaces the head's loss.
-    `options`: every flag of `bertkit finetune TASK` (epochs=3, lr=5e-5, max_seq_len=128, ...), among them
+    `options`: every flag of `bertkit finetune TASK` (epochs=3, max_seq_len=128, lr: by default
+    from the model's size and the task, see bertkit/defaults.py, ...), among them
     what trains: freeze="encoder" or N, peft="lora" | "bitfit" | "adapter" (with lora_rank, lora_alpha,
     lora_dropout, lora_targets, adapter_size); these run before `prepare_model`. Classification also takes
     continual=True with `model` a fine-tuned classifier (continual_strategy="rehearsal" | "ewc" | "none",

@@ -7,9 +7,10 @@ file never leaves a half-made model directory behind.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from bertkit.baselines import PRIOR_KEY
 from bertkit.callbacks import Callback
 from bertkit.checkpoint import load_config, load_pretrained, refuse_to_replace_model, resolve_model_dir, save_model
 from bertkit.data.io import ReadOptions
+from bertkit.defaults import LR_SOURCE_DEFAULT, LR_SOURCE_USER, default_lr_for
 from bertkit.efficient import check_base, save_trained
 from bertkit.errors import BertkitError
 from bertkit.options import option
@@ -60,6 +62,17 @@ def _start_from(model: ModelSource, tokenizer: BertTokenizer | None, staging: Pa
     return staging
 
 
+def with_learning_rate(train_config: TrainConfig, config: Any, task_name: str) -> TrainConfig:
+    """`train_config` with its learning rate: the user's when given, else the default rule's for this model and
+    task (announced on stderr), and where it came from in `lr_source` (metrics.json records both)."""
+    if train_config.lr is not None:
+        return train_config if train_config.lr_source else replace(train_config, lr_source=LR_SOURCE_USER)
+    lr = default_lr_for(config, task_name)
+    print(f"learning rate {lr:g}: the default for {task_name} with a model {config.hidden_size} wide and "
+          f"{config.num_hidden_layers} layers deep (--lr sets another)", file=sys.stderr)
+    return replace(train_config, lr=lr, lr_source=LR_SOURCE_DEFAULT)
+
+
 def finetune(
     task: Task,
     train: Any,
@@ -96,6 +109,7 @@ def finetune(
         if dev_examples is not None:
             task.check_labels(dev_examples, config, dev if isinstance(dev, (str, os.PathLike)) else "dev")
         model, tokenizer, _ = load_pretrained(model_dir, task.architecture, config)
+    train_config = with_learning_rate(train_config, config, task.name)
     if prepare_model is not None:
         model = prepare_model(model)
     # A model object was staged in a directory that is gone by now: no adapter can refer to it as its base.

@@ -32,7 +32,7 @@ from bertkit.options import Options, option
 
 STATE_DIR = "trainer_state"
 # Settings that do not change what the run computes: a resume may change them freely.
-NOT_FINGERPRINTED = ("save_every", "allow_changes")
+NOT_FINGERPRINTED = ("save_every", "allow_changes", "lr_source")
 
 
 @dataclass
@@ -41,7 +41,8 @@ class TrainConfig(Options):
 
     epochs: int = option(3, "passes over the training data", min=1)
     batch_size: int = option(32, "examples per micro-batch", min=1)
-    lr: float = option(5e-5, "peak learning rate (AdamW)", above=0)
+    # None: `finetune` sets it from the model's size and the task (bertkit/defaults.py).
+    lr: float | None = option(None, "peak learning rate (AdamW; default: from the model's size and the task)", above=0)
     weight_decay: float = option(0.01, "AdamW weight decay", min=0)
     warmup_ratio: float = option(0.1, "fraction of the steps spent warming the learning rate up", min=0, max=1)
     max_grad_norm: float = option(1.0, "clip gradients to this norm (0: no clipping)", min=0)
@@ -56,6 +57,7 @@ class TrainConfig(Options):
     # unpadded encoder already spends next to nothing on padding.
     group_by_length: bool = option(False, "batch examples of similar length (faster; default: random batches)")
     allow_changes: bool = option(False, "with --resume: continue although the data or settings differ from the saved run (recorded in metrics.json)")
+    lr_source: str | None = option(None)  # where lr came from ("user", "default rule", "search"), for metrics.json
 
 
 @dataclass
@@ -98,12 +100,19 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
     return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
+def warmup_steps(warmup_ratio: float, total: int) -> int:
+    """The warmup's length in optimizer steps: the ratio of the total, rounded up as the transformers Trainer
+    rounds it (so the same settings give the same schedule)."""
+    return math.ceil(warmup_ratio * total)
+
+
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup from 0 to the peak rate, then linear decay to 0 at the last step."""
+    """Linear warmup from 0 to the peak rate over `warmup` steps, then linear decay to 0 at the last step:
+    the original BERT's and the transformers Trainer's schedule, step for step (the first step's rate is 0)."""
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / (warmup + 1)
+            return step / warmup
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -140,6 +149,8 @@ class Trainer:
         `callbacks` default to best-model keeping, early stopping (when `patience` is set) and metrics.json."""
         if not features:
             raise BertkitError("no training examples")
+        if config.lr is None:
+            raise BertkitError("TrainConfig.lr is None: give a learning rate (finetune picks one for the model)")
         self.model = model
         self.features = features
         self.config = config
@@ -171,7 +182,7 @@ class Trainer:
             if self.world > 1 else model
         )
         self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
-        self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * total), total)
+        self.scheduler = linear_schedule(self.optimizer, warmup_steps(config.warmup_ratio, total), total)
         self.history = History()
         self.epoch = 0
         self.batches_done = 0  # within self.epoch, for resuming mid-epoch

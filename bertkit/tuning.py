@@ -252,7 +252,7 @@ def tune(task: str, train: Any, dev: Any, out: str | os.PathLike, model: Any = N
         pruning = Pruning(trial)
         try:
             history = finetune(task_class(task_options), train, trial_dir, model, dev,
-                               TrainConfig(**fixed, **search.suggest(trial)), overwrite=True, callbacks=[pruning])
+                               TrainConfig(**fixed, **search.suggest(trial), lr_source="search"), overwrite=True, callbacks=[pruning])
         except BaseException:
             shutil.rmtree(trial_dir, ignore_errors=True)
             raise
