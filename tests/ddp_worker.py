@@ -14,7 +14,8 @@ from tests.test_trainer import features, tiny_classifier
 
 def one_step(out: str, grad_accum: int) -> dict[str, torch.Tensor]:
     model = tiny_classifier(dropout=0.0)
-    config = TrainConfig(epochs=1, batch_size=4, lr=1e-2, bf16=False, max_steps=1, grad_accum=grad_accum, seed=5)
+    # warmup 0: with one step, a warmup would make that step's rate 0 (the Trainer's schedule) and change nothing
+    config = TrainConfig(epochs=1, batch_size=4, lr=1e-2, warmup_ratio=0.0, bf16=False, max_steps=1, grad_accum=grad_accum, seed=5)
     Trainer(model, features(), config, out, pad_token_id=0, save=lambda m, d: None).fit()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
