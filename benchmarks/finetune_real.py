@@ -139,7 +139,15 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false")
     parser.add_argument("--group-by-length", action="store_true", help="bertkit batches similar lengths together")
+    parser.add_argument("--torch-dropout", action="store_true",
+                        help="bertkit draws its dropout masks with torch's F.dropout instead of its own faster masks")
+    parser.add_argument("--skip-transformers", action="store_true", help="run bertkit only")
     args = parser.parse_args()
+    if args.torch_dropout:
+        # An experiment on the random streams: the same Bernoulli masks, drawn by torch's generator as the
+        # transformers model draws them. ops.Dropout and ops.attention look `dropout` up at call time.
+        import bertkit.ops
+        bertkit.ops.dropout = lambda x, p, training: torch.nn.functional.dropout(x, p, training)
     # Both sides train in bf16 only where the CPU has it natively; emulated bf16 is many times slower than fp32.
     args.bf16 = args.bf16 and bf16_available(torch.device("cpu"))
 
@@ -153,29 +161,36 @@ def main() -> None:
         train_file, test_file = write(train_rows, work / "train.jsonl"), write(test_rows, work / "test.jsonl")
         for seed in args.seeds:
             ours, ours_s = run_bertkit(args.task, train_file, test_file, args, seed, work)
-            theirs, theirs_s = run_transformers(args.task, train_rows, test_rows, args, seed, work)
             result = {"benchmark": f"finetune_{args.task}", "seed": seed, "metric": metric,
-                      "bertkit": round(ours, 4), "transformers": round(theirs, 4),
-                      "bertkit_train_s": round(ours_s, 1), "transformers_train_s": round(theirs_s, 1),
-                      "bertkit_samples_per_s": round(args.train_size * args.epochs / ours_s, 1),
-                      "transformers_samples_per_s": round(args.train_size * args.epochs / theirs_s, 1),
-                      "speed_ratio": round(theirs_s / ours_s, 2)}
+                      "torch_dropout": args.torch_dropout, "bertkit": round(ours, 4), "bertkit_train_s": round(ours_s, 1),
+                      "bertkit_samples_per_s": round(args.train_size * args.epochs / ours_s, 1)}
+            if not args.skip_transformers:
+                theirs, theirs_s = run_transformers(args.task, train_rows, test_rows, args, seed, work)
+                result |= {"transformers": round(theirs, 4), "transformers_train_s": round(theirs_s, 1),
+                           "transformers_samples_per_s": round(args.train_size * args.epochs / theirs_s, 1),
+                           "speed_ratio": round(theirs_s / ours_s, 2)}
             results.append(result)
             emit(result)
-    emit({
+    summary = {
         "benchmark": f"finetune_{args.task}", "metric": metric, "seeds": args.seeds,
         "train_size": args.train_size, "test_size": args.test_size, "epochs": args.epochs, "batch_size": args.batch_size,
         "lr": args.lr, "max_len": args.max_len, "bf16": args.bf16, "group_by_length": args.group_by_length,
+        "torch_dropout": args.torch_dropout,
         "bertkit_mean": round(statistics.mean(r["bertkit"] for r in results), 4),
-        "transformers_mean": round(statistics.mean(r["transformers"] for r in results), 4),
         "bertkit_train_s_mean": round(statistics.mean(r["bertkit_train_s"] for r in results), 1),
-        "transformers_train_s_mean": round(statistics.mean(r["transformers_train_s"] for r in results), 1),
         "bertkit_samples_per_s": round(args.train_size * args.epochs * len(results) / sum(r["bertkit_train_s"] for r in results), 1),
-        "transformers_samples_per_s": round(args.train_size * args.epochs * len(results) / sum(r["transformers_train_s"] for r in results), 1),
-        "speed_ratio": round(sum(r["transformers_train_s"] for r in results) / sum(r["bertkit_train_s"] for r in results), 2),
-        **machine(),
-    })
-
+    }
+    if not args.skip_transformers:
+        differences = [r["bertkit"] - r["transformers"] for r in results]
+        summary |= {
+            "transformers_mean": round(statistics.mean(r["transformers"] for r in results), 4),
+            "difference_mean": round(statistics.mean(differences), 4),
+            "difference_std": round(statistics.stdev(differences), 4) if len(differences) > 1 else None,
+            "transformers_train_s_mean": round(statistics.mean(r["transformers_train_s"] for r in results), 1),
+            "transformers_samples_per_s": round(args.train_size * args.epochs * len(results) / sum(r["transformers_train_s"] for r in results), 1),
+            "speed_ratio": round(sum(r["transformers_train_s"] for r in results) / sum(r["bertkit_train_s"] for r in results), 2),
+        }
+    emit({**summary, **machine()})
 
 if __name__ == "__main__":
     main()
