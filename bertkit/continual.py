@@ -294,20 +294,13 @@ class Stage:
 
     def _check_source(self, model: Any) -> None:
         from bertkit.checkpoint import load_config
-        from bertkit.efficient import is_adapter_dir
-        from bertkit.tasks import task_of
+        from bertkit.tasks import fine_tuned_task
 
         source = _source_dir(model)
         if source.resolve() == self.out.resolve():
             raise BertkitError("--continual: --out must be a new directory, not --model itself")
         config = load_config(source)
-        if is_adapter_dir(config):
-            raise BertkitError(f"--continual: {source} is an adapter directory; merge it first (bertkit merge)")
-        try:
-            old_task = task_of(config)
-        except BertkitError:
-            raise BertkitError(f"--continual needs a fine-tuned model; {source} is a pre-trained encoder without a "
-                               "task head (fine-tune it first, without --continual)") from None
+        old_task = fine_tuned_task(config, source, "--continual")
         if old_task.name != self.task.name:
             raise BertkitError(f"--continual: {source} was fine-tuned for {old_task.name}, not {self.task.name}")
         for name, what in (("multi_label", "multi-label data"), ("text_pair_column", "sentence pairs")):

@@ -41,7 +41,7 @@ from bertkit.config import MODEL_SIZES, BertConfig
 from bertkit.errors import BertkitError
 from bertkit.fileio import atomic_path, atomic_write_text
 from bertkit.options import Options, option, split_keywords
-from bertkit.tasks import TASKS, Task, task_of
+from bertkit.tasks import TASKS, Task, fine_tuned_task
 from bertkit.tasks.base import ReadExamples
 from bertkit.tokenizer import BertTokenizer
 from bertkit.trainer import History, TrainConfig, set_seed
@@ -282,18 +282,9 @@ def make_student(teacher: nn.Module, options: DistillOptions, seed: int) -> tupl
 
 def load_teacher(name_or_path: str | os.PathLike) -> tuple[nn.Module, BertTokenizer, Task, Path]:
     """The teacher model (a plain classify or NER model directory), its tokenizer, its task and its directory."""
-    from bertkit.efficient import is_adapter_dir
-
     directory = resolve_model_dir(name_or_path)
     config = load_config(directory)
-    if is_adapter_dir(config):
-        raise BertkitError(f"the teacher {directory} is an adapter directory; fold a LoRA adapter into a plain model "
-                           f"with `bertkit merge` and distill that")
-    try:
-        task = task_of(config)
-    except BertkitError:
-        raise BertkitError(f"the teacher {directory} has no task head ({(config.architectures or ['BertModel'])[0]}); "
-                           "distill a model fine-tuned with `bertkit finetune classify` or `ner`") from None
+    task = fine_tuned_task(config, directory, "--teacher")
     if task.name not in ("classify", "ner"):
         raise BertkitError(f"the teacher {directory} is a {task.name} model; distill handles classify and ner teachers")
     model, _ = load_model(directory, config=config)

@@ -203,7 +203,7 @@ def test_bad_continual_input_is_one_line(stage_one, tiny_model_dir, ner_dir, tmp
     cases = [
         (["classify", "--model", str(tiny_model_dir), "--continual"],
          f"--continual needs a fine-tuned model; {tiny_model_dir} is a pre-trained encoder without a task head "
-         "(fine-tune it first, without --continual)"),
+         "(BertModel); fine-tune it first with `bertkit finetune`"),
         (["classify", "--model", str(ner_dir), "--continual"], f"--continual: {ner_dir} was fine-tuned for ner, not classify"),
         (["classify", "--model", str(stage_one), "--continual", "--multi-label"],
          f"--continual: {stage_one} was not fine-tuned on multi-label data; the new data must match"),

@@ -249,8 +249,8 @@ def test_teacher_and_data_must_agree(teacher_dir, ner_teacher_dir, tiny_model_di
                                "distill a classify teacher on it"),
         (teacher_dir, conll, f"the teacher {teacher_dir} is a classify model, but {conll} is ner data; "
                              "distill a ner teacher on it"),
-        (tiny_model_dir, csv, f"the teacher {tiny_model_dir} has no task head (BertModel); distill a model "
-                              "fine-tuned with `bertkit finetune classify` or `ner`"),
+        (tiny_model_dir, csv, f"--teacher needs a fine-tuned model; {tiny_model_dir} is a pre-trained encoder without "
+                              "a task head (BertModel); fine-tune it first with `bertkit finetune`"),
     ]
     for teacher, train, message in cases:
         code, _, err = run_cli(["distill", "--teacher", str(teacher), "--train", str(train), "--out", str(out)], capsys)
@@ -261,6 +261,21 @@ def test_teacher_and_data_must_agree(teacher_dir, ner_teacher_dir, tiny_model_di
     assert not out.exists()
     with pytest.raises(BertkitError, match="^distill has no option 'epoch'"):
         bertkit.distill(teacher_dir, ROWS, out=out, epoch=3)
+
+
+def test_a_lora_adapter_is_neither_a_teacher_nor_a_continual_start(tiny_model_dir, tmp_path, capsys):
+    """distill and --continual share the check that a directory is a plain fine-tuned model (tasks.fine_tuned_task)."""
+    adapter = tmp_path / "lora"
+    bertkit.finetune("classify", ROWS, out=adapter, model=tiny_model_dir, peft="lora", lora_rank=2, epochs=1)
+    capsys.readouterr()
+    csv = write_csv(tmp_path / "train.csv", ROWS)
+    fold = "is an adapter directory; fold it into a plain model with `bertkit merge` first"
+    code, _, err = run_cli(["distill", "--teacher", str(adapter), "--train", str(csv), "--out", str(tmp_path / "s")], capsys)
+    assert (code, err) == (2, f"bertkit: error: --teacher: {adapter} {fold}\n")
+    code, _, err = run_cli(["finetune", "classify", "--model", str(adapter), "--continual", "--train", str(csv),
+                            "--out", str(tmp_path / "c")], capsys)
+    assert (code, err) == (2, f"bertkit: error: --continual: {adapter} {fold}\n")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("which", ["classify", "ner"])

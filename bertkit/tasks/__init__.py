@@ -33,4 +33,19 @@ def task_of(config) -> Task:
     return TASKS[name](settings)
 
 
-__all__ = ["TASKS", "Task", "ClassifyTask", "NerTask", "QATask", "PromptTask", "get_task", "task_of"]
+def fine_tuned_task(config, directory, flag: str) -> Task:
+    """The task of `directory`, which `flag` (the option that names it: "--teacher", "--continual") needs to be
+    a plain fine-tuned model: an adapter directory or an encoder without a task head is a one-line error."""
+    from bertkit.efficient import is_adapter_dir
+
+    if is_adapter_dir(config):
+        raise BertkitError(f"{flag}: {directory} is an adapter directory; fold it into a plain model with "
+                           "`bertkit merge` first")
+    try:
+        return task_of(config)
+    except BertkitError:
+        raise BertkitError(f"{flag} needs a fine-tuned model; {directory} is a pre-trained encoder without a task head "
+                           f"({(config.architectures or ['BertModel'])[0]}); fine-tune it first with `bertkit finetune`") from None
+
+
+__all__ = ["TASKS", "Task", "ClassifyTask", "NerTask", "QATask", "PromptTask", "fine_tuned_task", "get_task", "task_of"]
