@@ -127,7 +127,8 @@ def finetune(
 
     trainer = Trainer(
         model, features, train_config, out, tokenizer.pad_token_id, save,
-        evaluate=evaluate if dev_examples is not None else None, main_metric=task.main_metric, loss_fn=loss_fn,
+        evaluate=evaluate if dev_examples is not None else None, main_metric=task.main_metric,
+        loss_fn=loss_fn or task.training_loss,
     )
     trainer.callbacks += list(callbacks)
     history = trainer.fit(resume=resume)

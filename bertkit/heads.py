@@ -164,10 +164,21 @@ class BertForMaskedLM(_HeadModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        masked_only: bool = False,
         **hf_keywords: object,
     ) -> Output:
+        """`positions` (batch, seq) bool scores those positions only, and `masked_only` (needs `labels`) the
+        labelled ones: logits are then (selected, vocab), in row-major order. A prompt reads one or two
+        positions of a sequence, and the vocabulary projection of every other one is most of the work."""
         _check_hf_keywords(self, hf_keywords)
-        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        if masked_only:
+            assert labels is not None, "masked_only needs labels"
+            positions = labels != IGNORE_INDEX
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, output_positions=positions).last_hidden_state
+        if positions is not None:
+            hidden = hidden[positions]
+            labels = labels[positions] if labels is not None else None
         logits = self.mlm(hidden, self.bert.embeddings.word.weight)
         return Output(logits, _cross_entropy(logits, labels) if labels is not None else None)
 

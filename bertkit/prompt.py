@@ -154,10 +154,10 @@ class PromptClassifier:
             for indices in inference_batches([len(f["input_ids"]) for f in features], self.batch_size):
                 batch = collate([features[i] for i in indices], self.tokenizer.pad_token_id)
                 batch = {k: v.to(device) for k, v in batch.items()}
-                with torch.inference_mode():
-                    logits = self.model(**batch).logits  # (batch, seq, vocab)
                 positions = batch["input_ids"] == self.tokenizer.mask_token_id
-                log_probs = logits[positions].float().log_softmax(-1).view(len(indices), masks, -1)  # (batch, masks, vocab)
+                with torch.inference_mode():
+                    logits = self.model(**batch, positions=positions).logits  # (batch * masks, vocab)
+                log_probs = logits.float().log_softmax(-1).view(len(indices), masks, -1)  # (batch, masks, vocab)
                 gathered = log_probs[:, torch.arange(masks, device=device)[:, None], pieces.T]  # (batch, masks, words)
                 result[torch.tensor(indices)[:, None], torch.tensor(columns)] = gathered.mean(1).cpu()
         return result

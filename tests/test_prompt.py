@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import bertkit
+from bertkit.config import BertConfig
 from bertkit.errors import BertkitError
+from bertkit.heads import BertForMaskedLM
 from bertkit.prompt import Prompt
 from tests.conftest import run_cli
 
@@ -174,3 +176,23 @@ def test_cli_finetune_prompt_and_its_errors(tiny_mlm_dir, tiny_model_dir, tmp_pa
     assert code == 2 and err.strip() == "bertkit: error: label 'neg' has no verbalizer word"
     code, _, err = run_cli(["finetune", "prompt", "--train", str(train), "--out", str(out), "--overwrite"], capsys)
     assert code == 2 and "needs a template and a verbalizer" in err
+
+
+def test_masked_lm_scores_chosen_positions_as_the_full_projection_does():
+    """Prompt scoring (positions=) and prompt training (masked_only=) project only the masks: the same rows
+    and the same loss as the projection of every position."""
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = BertForMaskedLM(config).eval()
+    ids = torch.randint(5, 50, (3, 10))
+    attention = torch.ones_like(ids)
+    attention[1, 7:] = 0
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[2, 1], labels[2, 8] = 7, 9, 3, 4
+    full = model(ids, attention, labels=labels)
+    masked = model(ids, attention, labels=labels, masked_only=True)
+    assert masked.logits.shape == (4, 50)
+    assert torch.allclose(masked.logits, full.logits[labels != -100], atol=1e-5)
+    assert torch.allclose(masked.loss, full.loss, atol=1e-6)
+    assert torch.equal(model(ids, attention, positions=labels != -100).logits, masked.logits)

@@ -145,6 +145,10 @@ class Task(ABC):
     def features(self, examples: list[Any], tokenizer: BertTokenizer, config: BertConfig) -> list[Feature]:
         """Training features, labels included."""
 
+    def training_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss `finetune` minimises when it is given no loss_fn: the head's own."""
+        return model(**batch).loss, {}
+
     @abstractmethod
     def predict(self, model: torch.nn.Module, tokenizer: BertTokenizer, examples: list[Any], batch_size: int) -> list[dict]:
         """One JSON-ready prediction per example, in example order."""

@@ -75,6 +75,10 @@ class PromptTask(ClassifyTask):
             features.append({**feature, "labels": labels})
         return features
 
+    def training_loss(self, model, batch):
+        # Only the masks carry a label: the vocabulary projection of every other position would be thrown away.
+        return model(**batch, masked_only=True).loss, {}
+
     def predict(self, model, tokenizer, examples: list[classify.ClassifyExample], batch_size: int) -> list[dict]:
         scorer = PromptClassifier(model, tokenizer, self.prompt, self.options.calibrate, batch_size, self.options.max_seq_len)
         return scorer.predict([(e.text, e.pair) if self.prompt.pairs else e.text for e in examples])
