@@ -9,8 +9,9 @@ Chinese characters to [UNK], which caps both libraries' Chinese scores alike) on
 split and seed. For each rate of the grid both libraries train on train without looking at dev (the last
 epoch is kept) and are scored on dev and test; a library's "best grid point" is the rate with the best dev
 score, reported with its test score. bertkit's default is the rate `bertkit.defaults` picks for the model
-and task; the Trainer's is its own 5e-5. `tune` then searches with its defaults (lr 1e-5..3e-4, batch 16
-or 32, warmup 0..0.2, seed) for a fixed number of trials, epochs 1..--epochs, on the dev score; its best
+and task; the Trainer's is its own 5e-5. `tune` then searches with its defaults (lr a tenth to 3x the default
+rate, batch 16 or 32 unless --tune-batch-sizes, warmup 0..0.2, seed) for a fixed number of trials, epochs
+1..--epochs, on the dev score; its best
 model is scored on test, and its wall time set against one Trainer run's. Prints one JSON line.
 """
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trials", type=int, default=6, help="tune's budget")
+    parser.add_argument("--tune-batch-sizes", type=int, nargs="+", default=None, help="default: tune's own")
     parser.add_argument("--chars", type=int, nargs=2, default=[20, 60], metavar=("LOW", "HIGH"),
                         help="ner: People's Daily sentences of this many characters")
     parser.add_argument("--skip", nargs="*", default=[], choices=("bertkit", "transformers", "tune"),
@@ -110,12 +112,16 @@ def main() -> None:
         if "tune" not in args.skip:
             start = time.perf_counter()
             found = tune(name, files["train"], files["dev"], work / "tune", trials=args.trials,
-                         epochs_range=[1, args.epochs], max_seq_len=args.max_len, bf16=False)
+                         epochs_range=[1, args.epochs], max_seq_len=args.max_len, bf16=False,
+                         **({"batch_sizes": args.tune_batch_sizes} if args.tune_batch_sizes else {}))
             seconds = time.perf_counter() - start
             test = Predictor(found.model.directory, batch_size=64, fp32=True).evaluate(files["test"])[TASKS[name].main_metric]
+            space = found.study.trials[0].distributions  # the space searched, defaults filled in
             result["tune"] = {"trials": args.trials, "dev": round(found.value, 4), "test": round(test, 4),
                               "params": found.params, "wall_s": round(seconds, 1),
-                              "pruned": sum(t.state.name == "PRUNED" for t in found.study.trials)}
+                              "pruned": sum(t.state.name == "PRUNED" for t in found.study.trials),
+                              "lr_range": [space["lr"].low, space["lr"].high],
+                              "batch_sizes": list(space["batch_size"].choices)}
             if "transformers_grid" in result:
                 result["tune_s_over_one_trainer_run"] = round(seconds / result["transformers_default"]["train_s"], 2)
     emit({**result, **machine()})

@@ -132,7 +132,8 @@ def add_options(
                 kwargs["help"] = f"{help_text} (default: {default})"
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
-        if isinstance(default, list) or typing.get_origin(typing.get_type_hints(cls)[f.name]) is list:
+        hint = typing.get_type_hints(cls)[f.name]
+        if isinstance(default, list) or list in (typing.get_origin(a) for a in (hint, *typing.get_args(hint))):
             kwargs["nargs"] = "+"
         kwargs["metavar"] = f.metadata.get("metavar") or {int: "N", float: "X"}.get(kwargs["type"])
         parser.add_argument(flag_of(f), **kwargs)

@@ -46,7 +46,8 @@ class TuneOptions(Options):
 
     trials: int = option(20, "trials in all (with those of an interrupted search of the same --out)", min=1)
     timeout: float | None = option(None, "start no new trial after this many seconds", above=0, metavar="SECONDS")
-    lr_range: list[float] = option([1e-5, 3e-4], "learning rates to search, sampled log-uniformly", metavar="X")
+    lr_range: list[float] | None = option(None, "learning rates to search, sampled log-uniformly (default: a tenth "
+                                          "to three times the default rate for the model and task)", metavar="X")
     epochs_range: list[int] = option([2, 5], "epochs to search")
     batch_sizes: list[int] = option([16, 32], "batch sizes to choose from")
     warmup_range: list[float] = option([0.0, 0.2], "warmup ratios to search", metavar="X")
@@ -57,6 +58,8 @@ class TuneOptions(Options):
         super().__post_init__()
         for name in ("lr_range", "epochs_range", "warmup_range", "seed_range"):
             values = getattr(self, name)
+            if values is None:  # lr_range: set from the model once it is known
+                continue
             flag = "--" + name.replace("_", "-")
             if len(values) != 2:
                 raise BertkitError(f"{name} ({flag}) takes two values, LOW HIGH; got {len(values)}")
@@ -64,7 +67,7 @@ class TuneOptions(Options):
                 raise BertkitError(f"{name} ({flag}) is an empty range: {values[0]:g} > {values[1]:g}")
         if not self.batch_sizes:
             raise BertkitError("batch_sizes (--batch-sizes) is empty; give at least one")
-        if self.lr_range[0] <= 0 or min(self.batch_sizes) < 1 or self.epochs_range[0] < 1:
+        if (self.lr_range is not None and self.lr_range[0] <= 0) or min(self.batch_sizes) < 1 or self.epochs_range[0] < 1:
             raise BertkitError("learning rates must be above 0, and batch sizes and epochs at least 1")
         if not 0 <= self.warmup_range[0] <= self.warmup_range[1] <= 1:
             raise BertkitError(f"warmup_range (--warmup-range) must lie within 0..1, got {self.warmup_range}")
@@ -218,6 +221,24 @@ def plot_importance(study: optuna.Study, path: Path) -> bool:
     return True
 
 
+def _default_lr_range(model: Any, task: str) -> list[float]:
+    """`defaults.lr_search_range` for the model about to be tuned (a directory, hub id, None or a model object)."""
+    from bertkit.checkpoint import load_config, resolve_model_dir
+    from bertkit.defaults import default_lr_for, lr_search_range
+
+    if model is None or isinstance(model, (str, os.PathLike)):
+        config = load_config(resolve_model_dir(model))
+    else:
+        config = getattr(getattr(model, "model", model), "config", None)
+        if config is None:
+            raise BertkitError("model= is a directory, a hub id, or a bertkit model")
+    rate = default_lr_for(config, task)
+    low, high = lr_search_range(rate)
+    print(f"searching learning rates {low:g}..{high:g}, around the default {rate:g} for {task} with a model "
+          f"{config.hidden_size} wide (--lr-range sets another)", file=sys.stderr)
+    return [low, high]
+
+
 def tune(task: str, train: Any, dev: Any, out: str | os.PathLike, model: Any = None, **options: Any) -> TuneResult:
     """Search learning rate, epochs, batch size, warmup and seed on the dev score; keep the best model.
 
@@ -241,6 +262,8 @@ def tune(task: str, train: Any, dev: Any, out: str | os.PathLike, model: Any = N
         raise BertkitError(f"tune searches {', '.join(searched)}; give their ranges instead "
                            "(lr_range, epochs_range, batch_sizes, warmup_range, seed_range)")
     search = TuneOptions(**search)
+    if search.lr_range is None:
+        search.lr_range = _default_lr_range(model, task_class.name)
     TrainConfig(**fixed)  # range errors now, not in the first trial
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

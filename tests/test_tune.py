@@ -148,3 +148,19 @@ def test_settling_after_a_kill_mid_swap_keeps_the_studys_best(tmp_path):
     (out / "best").rename(out / f"{TEMP_PREFIX}old-best")  # cut short with nothing to promote: the old best returns
     _settle(study, out)
     assert (out / "best" / "model.safetensors").read_text() == "1" and sorted(p.name for p in out.iterdir()) == ["best"]
+
+
+def test_without_lr_range_the_search_spans_the_default_rate_for_the_model(tiny_model_dir, files, tmp_path, capsys):
+    from bertkit.checkpoint import load_config
+    from bertkit.defaults import default_lr_for, lr_search_range
+
+    assert lr_search_range(1e-4) == [1e-5, 3e-4] and lr_search_range(2e-4) == [2e-5, 6e-4]
+    train, dev = files
+    rate = default_lr_for(load_config(tiny_model_dir), "classify")
+    low, high = lr_search_range(rate)
+    result = bertkit.tune("classify", str(train), str(dev), tmp_path / "search", model=str(tiny_model_dir), trials=3,
+                          epochs_range=[1, 1], batch_sizes=[8], seed_range=[0, 3])
+    assert f"searching learning rates {low:g}..{high:g}, around the default {rate:g}" in capsys.readouterr().err
+    rates = [t.params["lr"] for t in result.study.trials]
+    assert len(rates) == 3 and all(low <= r <= high for r in rates)
+    assert {t.distributions["lr"].low for t in result.study.trials} == {low}
